@@ -1,0 +1,107 @@
+"""fluxion: models as trees of small layers, and adapters that change them without editing them.
+
+Import it as `import zoo.fluxion as fl`.
+"""
+
+from zoo.fluxion.adapters.adapter import Adapter
+from zoo.fluxion.adapters.lora import Conv2dLora, LinearLora, Lora, LoraAdapter
+from zoo.fluxion.chain import (
+    Chain,
+    Concatenate,
+    Distribute,
+    Lambda,
+    Parallel,
+    Passthrough,
+    Residual,
+    SetContext,
+    Sum,
+    UseContext,
+    child_names,
+)
+from zoo.fluxion.context import Context, ContextProvider, Contexts
+from zoo.fluxion.layers.activations import GLU, GeLU, QuickGeLU, ReLU, SiLU
+from zoo.fluxion.layers.attention import Attention, ScaledDotProductAttention, SelfAttention
+from zoo.fluxion.layers.basics import (
+    Chunk,
+    Flatten,
+    GetArg,
+    Identity,
+    Interpolate,
+    Multiply,
+    Pad,
+    Permute,
+    Reshape,
+    Slicing,
+    Transpose,
+    Unflatten,
+)
+from zoo.fluxion.layers.sampling import Downsample, Upsample
+from zoo.fluxion.layers.weighted import Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Parameter
+from zoo.fluxion.module import ContextModule, Module, WeightedModule
+from zoo.fluxion.state import (
+    adapter_key_map,
+    adapter_state_dict,
+    base_key_map,
+    base_state_dict,
+    load_adapter_state_dict,
+    load_base_state_dict,
+)
+
+__all__ = [
+    "GLU",
+    "Adapter",
+    "Attention",
+    "Chain",
+    "Chunk",
+    "Concatenate",
+    "Context",
+    "ContextModule",
+    "ContextProvider",
+    "Contexts",
+    "Conv2d",
+    "Conv2dLora",
+    "Distribute",
+    "Downsample",
+    "Embedding",
+    "Flatten",
+    "GeLU",
+    "GetArg",
+    "GroupNorm",
+    "Identity",
+    "Interpolate",
+    "Lambda",
+    "LayerNorm",
+    "Linear",
+    "LinearLora",
+    "Lora",
+    "LoraAdapter",
+    "Module",
+    "Multiply",
+    "Pad",
+    "Parallel",
+    "Parameter",
+    "Passthrough",
+    "Permute",
+    "QuickGeLU",
+    "ReLU",
+    "Reshape",
+    "Residual",
+    "ScaledDotProductAttention",
+    "SelfAttention",
+    "SetContext",
+    "SiLU",
+    "Slicing",
+    "Sum",
+    "Transpose",
+    "Unflatten",
+    "Upsample",
+    "UseContext",
+    "WeightedModule",
+    "adapter_key_map",
+    "adapter_state_dict",
+    "base_key_map",
+    "base_state_dict",
+    "child_names",
+    "load_adapter_state_dict",
+    "load_base_state_dict",
+]

@@ -1,0 +1,206 @@
+"""LoRA: low-rank additive updates of Linear and Conv2d layers.
+
+A LoRA computes `scale * up(down(x))` with `down` of rank `rank` and `up` initialised to zero, so a
+fresh LoRA changes nothing. `LoraAdapter` puts a target layer and any number of named LoRAs in a `Sum`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zoo.fluxion.adapters.adapter import Adapter
+from zoo.fluxion.chain import Chain, Sum
+from zoo.fluxion.layers.basics import Multiply
+from zoo.fluxion.layers.weighted import Conv2d, Device, DType, Linear
+from zoo.fluxion.module import WeightedModule
+
+
+class Lora(Chain):
+    """Base of LoRA chains: `down`, then `up`, then a scale. Identified by `name`."""
+
+    def __init__(self, name: str, down: WeightedModule, up: WeightedModule, rank: int, scale: float) -> None:
+        self.name, self.rank = name, rank
+        nn.init.zeros_(up.weight)
+        super().__init__(down, up, Multiply(scale))
+
+    @property
+    def down(self) -> WeightedModule:
+        """The projection to rank dimensions."""
+        return self[0]  # pyright: ignore[reportReturnType]
+
+    @property
+    def up(self) -> WeightedModule:
+        """The projection back, zero at initialisation."""
+        return self[1]  # pyright: ignore[reportReturnType]
+
+    @property
+    def scale(self) -> float:
+        """Multiplier of the update, settable at runtime."""
+        return self.ensure_find(Multiply).scale
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        self.ensure_find(Multiply).scale = value
+
+    def delta_weight(self) -> torch.Tensor:
+        """The update this LoRA adds to its target's weight (`scale * up @ down`)."""
+        down, up = self.down.weight, self.up.weight
+        product = up.flatten(1) @ down.flatten(1)
+        return self.scale * product.reshape(up.shape[0], *down.shape[1:])
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, rank={self.rank}"
+
+
+class LinearLora(Lora):
+    """LoRA for a `Linear`.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> lora = fl.LinearLora("style", 8, 4, rank=2)
+        >>> bool((lora(torch.randn(1, 8)) == 0).all())
+        True
+    """
+
+    def __init__(
+        self,
+        name: str,
+        in_features: int,
+        out_features: int,
+        rank: int = 16,
+        scale: float = 1.0,
+        device: Device = None,
+        dtype: DType = None,
+    ) -> None:
+        self.in_features, self.out_features = in_features, out_features
+        super().__init__(
+            name,
+            Linear(in_features, rank, bias=False, device=device, dtype=dtype),
+            Linear(rank, out_features, bias=False, device=device, dtype=dtype),
+            rank,
+            scale,
+        )
+
+    @classmethod
+    def for_target(cls, name: str, target: Linear, rank: int = 16, scale: float = 1.0) -> LinearLora:
+        """A LoRA shaped, placed and typed like `target`."""
+        return cls(
+            name,
+            target.in_features,
+            target.out_features,
+            rank,
+            scale,
+            device=target.device,
+            dtype=target.dtype,
+        )
+
+
+class Conv2dLora(Lora):
+    """LoRA for a `Conv2d`: `down` has the target's kernel, stride and padding; `up` is 1×1 by default.
+
+    `kernel_size` is the down kernel, or a (down, up) pair.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> lora = fl.Conv2dLora("style", 4, 8, rank=2, kernel_size=3, padding=1)
+        >>> lora(torch.randn(1, 4, 6, 6)).shape
+        torch.Size([1, 8, 6, 6])
+    """
+
+    def __init__(
+        self,
+        name: str,
+        in_channels: int,
+        out_channels: int,
+        rank: int = 16,
+        scale: float = 1.0,
+        kernel_size: int | tuple[int, int] = 1,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        device: Device = None,
+        dtype: DType = None,
+    ) -> None:
+        down_kernel, up_kernel = kernel_size if isinstance(kernel_size, tuple) else (kernel_size, 1)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        super().__init__(
+            name,
+            Conv2d(in_channels, rank, down_kernel, stride, padding, bias=False, device=device, dtype=dtype),
+            Conv2d(
+                rank, out_channels, up_kernel, padding=up_kernel // 2, bias=False, device=device, dtype=dtype
+            ),
+            rank,
+            scale,
+        )
+
+    @classmethod
+    def for_target(cls, name: str, target: Conv2d, rank: int = 16, scale: float = 1.0) -> Conv2dLora:
+        """A LoRA shaped, placed and typed like `target`."""
+        return cls(
+            name,
+            target.in_channels,
+            target.out_channels,
+            rank,
+            scale,
+            kernel_size=target.kernel_size[0],
+            stride=target.stride,  # pyright: ignore[reportArgumentType]
+            padding=target.padding,  # pyright: ignore[reportArgumentType]
+            device=target.device,
+            dtype=target.dtype,
+        )
+
+
+class LoraAdapter(Sum, Adapter[WeightedModule]):
+    """The target layer plus one or more named LoRAs, summed.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> model = fl.Chain(fl.Linear(8, 4))
+        >>> adapter = fl.LoraAdapter(model.Linear, fl.LinearLora("a", 8, 4, rank=2)).inject(model)
+        >>> adapter.lora_names
+        ['a']
+    """
+
+    def __init__(self, target: WeightedModule, *loras: Lora) -> None:
+        with self.setup_adapter(target):
+            super().__init__(target, *loras)
+        self._check_names()
+
+    @property
+    def loras(self) -> dict[str, Lora]:
+        """The LoRAs by name."""
+        return {lora.name: lora for lora in self.layers(Lora, recurse=False)}
+
+    @property
+    def lora_names(self) -> list[str]:
+        """Names of the LoRAs, in order."""
+        return list(self.loras)
+
+    def add_lora(self, lora: Lora) -> None:
+        """Add a LoRA; its name must be new (the adapter is left unchanged otherwise)."""
+        if lora.name in self.loras:
+            raise ValueError(f"LoRA names must be unique within an adapter: {lora.name!r} is already here")
+        self.append(lora)
+
+    def remove_lora(self, name: str) -> Lora:
+        """Remove the LoRA called `name` and return it."""
+        lora = self.loras.get(name)
+        if lora is None:
+            raise KeyError(f"no LoRA named {name!r} here (have {self.lora_names})")
+        self.remove(lora)
+        return lora
+
+    def _check_names(self) -> None:
+        names = [lora.name for lora in self.layers(Lora, recurse=False)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"LoRA names must be unique within an adapter, got {names}")
+
+    def fused_weight(self) -> torch.Tensor:
+        """The target's weight with every LoRA's update added."""
+        weight = self.target.weight
+        return weight + sum(
+            (lora.delta_weight().to(weight.dtype) for lora in self.loras.values()), torch.zeros_like(weight)
+        )
+
+
+__all__ = ["Conv2dLora", "LinearLora", "Lora", "LoraAdapter"]

@@ -1,0 +1,1 @@
+"""Fluxion's leaf layers."""

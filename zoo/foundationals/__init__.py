@@ -1,0 +1,1 @@
+"""Foundation models built as fluxion chains, each driven by a frozen config dataclass."""
