@@ -1,14 +1,27 @@
-"""The `zoo` command line."""
+"""The `zoo` command line: thin commands over library functions, one file per command."""
 
 import click
 
 from zoo import __version__
+from zoo.cli.convert import convert
+from zoo.cli.inspect_cmd import inspect
+from zoo.cli.list_cmd import list_conversions
+from zoo.cli.trace import trace
 
 
 @click.group()
 @click.version_option(__version__, prog_name="zoo")
 def main() -> None:
-    """zoo: convert upstream checkpoints into weights for chain-based models."""
+    """zoo: convert upstream checkpoints into weights for chain-based models, with proof.
 
+    Start with `zoo convert sdxl --synthetic tiny` (offline), then `zoo list`, `zoo trace sdxl.unet`,
+    `zoo inspect FILE`. Every command takes --help; most take --json.
+    """
+
+
+main.add_command(convert)
+main.add_command(trace)
+main.add_command(list_conversions)
+main.add_command(inspect)
 
 __all__ = ["main"]

@@ -1,0 +1,1 @@
+"""Derive our model configs from upstream (diffusers / transformers) configs."""

@@ -1,0 +1,263 @@
+"""Convert one declared component: trace on meta, check the files, stream the output.
+
+source files ──> upstream tensors (mmap, one at a time) ──> key map ──> streaming writer
+                                                           (traced on meta)   OUT/NAME/model.safetensors
+                                                                              OUT/NAME/config.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from converters.declaration import Conversion, UpstreamConfigs, upstream_model
+from converters.io import TensorPlan, WriteSummary, write_safetensors
+from converters.sources import FolderSource, Source
+from converters.tracing import KeyMap, trace_key_map
+from converters.upstream_tensors import UpstreamTensors, check_against_key_map, open_folder_tensors
+from zoo.configs import config_to_dict, qualified_name
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+OUTPUT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TracedConversion:
+    """A conversion's key map for one set of upstream configs, traced on meta."""
+
+    conversion: Conversion
+    upstream_configs: UpstreamConfigs
+    config: Any
+    keymap: KeyMap
+    model_class: str
+    seconds: float
+
+
+def trace_conversion(conversion: Conversion, configs: UpstreamConfigs) -> TracedConversion:
+    """Derive our config, build both models on meta and trace them into a checked key map."""
+    started = time.perf_counter()
+    config = conversion.derive_config(configs)
+    with torch.device("meta"):
+        upstream = upstream_model(conversion, configs)
+        target = conversion.build_target(config)
+        inputs = conversion.example_inputs(config, "meta")
+    keymap = trace_key_map(
+        upstream,
+        target,
+        lambda model: conversion.run_upstream(model, inputs),
+        lambda model: conversion.run_target(model, inputs),
+        conversion.overrides(config),
+    )
+    model_class = qualified_name(type(target))
+    return TracedConversion(conversion, configs, config, keymap, model_class, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class ComponentResult:
+    """What converting one component produced (or would produce, on a dry run)."""
+
+    name: str
+    folder: Path
+    dtype: str
+    tensors: int
+    params: int
+    bytes: int
+    sha256: str | None
+    seconds: float
+    keymap_digest: str
+    model_class: str
+    source_files: list[Path]
+    dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "folder": str(self.folder),
+            "dtype": self.dtype,
+            "tensors": self.tensors,
+            "params": self.params,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "seconds": round(self.seconds, 3),
+            "keymap_digest": self.keymap_digest,
+            "model_class": self.model_class,
+            "source_files": [str(path) for path in self.source_files],
+            "dry_run": self.dry_run,
+            "warnings": self.warnings,
+        }
+
+
+@contextmanager
+def open_upstream(
+    conversion: Conversion, source: Source
+) -> Iterator[tuple[UpstreamConfigs, UpstreamTensors]]:
+    """Upstream configs and tensors of a source, whatever its layout."""
+    if isinstance(source, FolderSource):
+        with open_folder_tensors(conversion, source) as tensors:
+            yield source.configs, tensors
+    else:
+        from converters.single_file import open_single_file_tensors
+
+        with open_single_file_tensors(conversion, source) as (configs, tensors):
+            yield configs, tensors
+
+
+def convert_component(
+    conversion: Conversion,
+    source: Source,
+    out: Path,
+    *,
+    dtype: torch.dtype | None = None,
+    allow_nonfinite: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ComponentResult:
+    """Convert `source` into `out/<name>/model.safetensors` + `config.json`.
+
+    Nothing is written on a dry run or on any error (the writer is atomic; config.json is written last).
+    """
+    started = time.perf_counter()
+    with open_upstream(conversion, source) as (configs, tensors):
+        traced = trace_conversion(conversion, configs)
+        check_against_key_map(tensors, traced.keymap, conversion.family)
+        plans = _plans(traced.keymap, tensors, dtype)
+        folder = out / conversion.name
+        metadata = _metadata(traced)
+        warnings = _warnings(conversion, plans)
+        if dry_run:
+            summary = None
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            summary = write_safetensors(
+                folder / WEIGHTS_NAME, plans, metadata, allow_nonfinite=allow_nonfinite, progress=progress
+            )
+            write_json_atomic(folder / CONFIG_NAME, output_config(traced, plans))
+    return _result(conversion, folder, plans, summary, traced, source, started, warnings, dry_run)
+
+
+def _plans(keymap: KeyMap, tensors: UpstreamTensors, dtype: torch.dtype | None) -> list[TensorPlan]:
+    plans: list[TensorPlan] = []
+    for target in keymap.target_keys():
+        first_source = keymap._by_target[target].sources[0]  # pyright: ignore[reportPrivateUsage]
+        out_dtype = dtype or tensors.tensors[first_source].dtype
+        shape = tuple(keymap.target_shapes[target])
+        plans.append(TensorPlan(target, shape, out_dtype, _producer(keymap, tensors, target)))
+    return plans
+
+
+def _producer(keymap: KeyMap, tensors: UpstreamTensors, target: str) -> Callable[[], torch.Tensor]:
+    return lambda: keymap.apply(tensors.get, target)
+
+
+def _metadata(traced: TracedConversion) -> dict[str, str]:
+    # Fixed keys only (no timestamps, versions or host names): the bytes depend on the input alone.
+    return {
+        "zoo.component": traced.conversion.name,
+        "zoo.format": str(OUTPUT_FORMAT),
+        "zoo.keymap_sha256": traced.keymap.digest(),
+    }
+
+
+def _warnings(conversion: Conversion, plans: list[TensorPlan]) -> list[str]:
+    if conversion.fp16_warning and any(plan.dtype == torch.float16 for plan in plans):
+        return [conversion.fp16_warning]
+    return []
+
+
+def output_config(traced: TracedConversion, plans: list[TensorPlan]) -> dict[str, Any]:
+    """The self-describing `config.json` written next to the weights."""
+    config = traced.config
+    dtypes = sorted({str(plan.dtype).removeprefix("torch.") for plan in plans})
+    return {
+        "zoo_format": OUTPUT_FORMAT,
+        "component": traced.conversion.name,
+        "model_class": traced.model_class,
+        "config_class": qualified_name(type(config)),
+        "config": config_to_dict(config),
+        "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
+        "keymap_sha256": traced.keymap.digest(),
+    }
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON (sorted keys, 2-space indent, trailing newline) via a temp file and a rename."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates 0600; give it the usual permissions
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _result(
+    conversion: Conversion,
+    folder: Path,
+    plans: list[TensorPlan],
+    summary: WriteSummary | None,
+    traced: TracedConversion,
+    source: Source,
+    started: float,
+    warnings: list[str],
+    dry_run: bool,
+) -> ComponentResult:
+    params = sum(_numel(plan.shape) for plan in plans)
+    nbytes = sum(_numel(plan.shape) * plan.dtype.itemsize for plan in plans)
+    dtypes = sorted({str(plan.dtype).removeprefix("torch.") for plan in plans})
+    return ComponentResult(
+        name=conversion.name,
+        folder=folder,
+        dtype="+".join(dtypes),
+        tensors=len(plans),
+        params=params,
+        bytes=summary.byte_count if summary else nbytes,
+        sha256=summary.sha256 if summary else None,
+        seconds=time.perf_counter() - started,
+        keymap_digest=traced.keymap.digest(),
+        model_class=traced.model_class,
+        source_files=source.files,
+        dry_run=dry_run,
+        warnings=warnings,
+    )
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "ComponentResult",
+    "TracedConversion",
+    "convert_component",
+    "open_upstream",
+    "output_config",
+    "trace_conversion",
+    "write_json_atomic",
+]

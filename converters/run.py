@@ -1,0 +1,103 @@
+"""`zoo convert NAME`: resolve the name and the source, convert every component, report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from converters import registry
+from converters.declaration import Conversion, Size
+from converters.pipeline import ComponentResult, convert_component
+from converters.sources import Source, resolve_hub_source, resolve_source
+from converters.synthetic import write_synthetic_pipeline
+from zoo.errors import ConfigError
+
+ProgressFactory = Callable[[Conversion, int], Any]  # (conversion, total bytes) -> a tqdm-like object
+
+
+@dataclass(frozen=True)
+class ConvertRun:
+    """The outcome of one `zoo convert`."""
+
+    results: list[ComponentResult]
+    synthetic_source: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "components": [result.to_dict() for result in self.results],
+            "synthetic_source": str(self.synthetic_source) if self.synthetic_source else None,
+        }
+
+
+def convert(
+    name: str,
+    *,
+    out: Path,
+    source: str | None = None,
+    revision: str | None = None,
+    synthetic: Size | None = None,
+    dtype: torch.dtype | None = None,
+    dry_run: bool = False,
+    allow_nonfinite: bool = False,
+    progress: ProgressFactory | None = None,
+) -> ConvertRun:
+    """Convert every component `name` designates (a family or one `family.component`)."""
+    conversions = registry.resolve(name)
+    if source is not None and synthetic is not None:
+        raise ConfigError("--source and --synthetic exclude each other: pick one")
+    synthetic_source = None
+    if synthetic is not None:
+        family = conversions[0].family
+        pipeline = registry.pipeline_class(family)
+        synthetic_source = out / "synthetic-source" / f"{family}-{synthetic}"
+        write_synthetic_pipeline(registry.family_conversions(family), synthetic, synthetic_source, pipeline)
+        source = str(synthetic_source)
+    results = [
+        _convert_one(conversion, source, revision, out, dtype, dry_run, allow_nonfinite, progress)
+        for conversion in conversions
+    ]
+    return ConvertRun(results, synthetic_source)
+
+
+def _convert_one(
+    conversion: Conversion,
+    source: str | None,
+    revision: str | None,
+    out: Path,
+    dtype: torch.dtype | None,
+    dry_run: bool,
+    allow_nonfinite: bool,
+    progress: ProgressFactory | None,
+) -> ComponentResult:
+    resolved = _resolve(conversion, source, revision)
+    bar = progress(conversion, _total_bytes(resolved)) if progress else None
+    try:
+        return convert_component(
+            conversion,
+            resolved,
+            out,
+            dtype=dtype,
+            allow_nonfinite=allow_nonfinite,
+            dry_run=dry_run,
+            progress=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _resolve(conversion: Conversion, source: str | None, revision: str | None) -> Source:
+    if source is not None:
+        return resolve_source(conversion, source, revision)
+    return resolve_hub_source(conversion, conversion.hub_repo, revision)
+
+
+def _total_bytes(source: Source) -> int:
+    return sum(path.stat().st_size for path in source.files if path.is_file())
+
+
+__all__ = ["ConvertRun", "convert"]

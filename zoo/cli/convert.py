@@ -1,0 +1,99 @@
+"""`zoo convert NAME`: upstream checkpoints -> weights for our chain models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zoo.cli.common import DTYPES, emit_json, handle_errors, human_bytes, progress_bar, table, torch_dtype
+
+
+@click.command("convert")
+@click.argument("name")
+@click.option(
+    "--source", help="Diffusers pipeline or component folder, single-file checkpoint, or Hub ORG/NAME."
+)
+@click.option(
+    "--revision", help="Hub revision (40-hex commit) when --source is a repo id; default: the pinned one."
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="Output folder."
+)
+@click.option(
+    "--dtype", type=click.Choice(DTYPES), help="Output dtype (default: keep the source's), range-checked."
+)
+@click.option(
+    "--synthetic",
+    type=click.Choice(["tiny", "full"]),
+    help="Convert a seeded random checkpoint with the real upstream layout (offline; tiny or full size).",
+)
+@click.option(
+    "--allow-nonfinite", is_flag=True, help="Accept NaN/Inf in source tensors (an error by default)."
+)
+@click.option("--dry-run", is_flag=True, help="Trace, check and plan everything; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@handle_errors
+def convert(
+    name: str,
+    source: str | None,
+    revision: str | None,
+    out: Path,
+    dtype: str | None,
+    synthetic: Any,
+    allow_nonfinite: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Convert NAME (`sdxl`, `sd15`, or one component such as `sdxl.unet`) into OUT/<component>/.
+
+    Each component becomes OUT/<component>/model.safetensors (deterministic bytes) and config.json
+    (our model's config), loadable with `zoo.load(OUT/<component>)`. Every upstream tensor is used or
+    explicitly ignored, or the conversion fails and writes nothing.
+
+    \b
+    Examples:
+      zoo convert sdxl --synthetic tiny --out out        # offline, seconds
+      zoo convert sdxl.unet --source ./stable-diffusion-xl-base-1.0 --dtype float16
+      zoo convert sd15 --source v1-5-pruned-emaonly.safetensors
+    """
+    from converters.run import convert as run_convert
+
+    def progress(conversion: Any, total: int) -> Any:
+        return progress_bar(total, conversion.name, enabled=not as_json)
+
+    run = run_convert(
+        name,
+        out=out,
+        source=source,
+        revision=revision,
+        synthetic=synthetic,
+        dtype=torch_dtype(dtype),
+        dry_run=dry_run,
+        allow_nonfinite=allow_nonfinite,
+        progress=progress,
+    )
+    if as_json:
+        emit_json(run.to_dict())
+        return
+    if run.synthetic_source:
+        click.echo(f"synthetic source written to {run.synthetic_source}")
+    rows = [
+        (
+            r.name,
+            r.tensors,
+            f"{r.params:,}",
+            human_bytes(r.bytes),
+            r.dtype,
+            (r.sha256 or "(dry run)")[:16],
+            f"{r.seconds:.1f}s",
+        )
+        for r in run.results
+    ]
+    click.echo(table(("component", "tensors", "params", "bytes", "dtype", "sha256", "time"), rows))
+    for result in run.results:
+        for warning in result.warnings:
+            click.echo(f"warning: {result.name}: {warning}", err=True)
+    if not dry_run:
+        click.echo(f"written to {out}/<component>/ (model.safetensors, config.json)")

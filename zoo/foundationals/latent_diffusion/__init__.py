@@ -1,0 +1,1 @@
+"""Latent diffusion: UNets, autoencoder and text conditioning for SD 1.5 and SDXL."""
