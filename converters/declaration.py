@@ -65,6 +65,8 @@ class UpstreamPart:
         hub_key: Where the Hub's files name tensors differently from what the installed library's
             `save_pretrained` writes, this maps a saved name to the Hub's (synthetic sources use it,
             so tests run on files shaped like the ones users have).
+        repo_folder: The folder holding it in its Hub repo when that is not `subfolder` ("" for a
+            component repo with its files at the top, like madebyollin/sdxl-vae-fp16-fix).
     """
 
     subfolder: str
@@ -74,6 +76,7 @@ class UpstreamPart:
     weight_names: tuple[str, ...] = ("diffusion_pytorch_model.safetensors", "model.safetensors")
     pinned: PinnedFile | None = None
     hub_key: Callable[[str], str] | None = None
+    repo_folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,13 +109,16 @@ class Conversion:
         parts: Upstream folders (several for a component converted into one file).
         derive_config: Upstream configs -> our config (raises ConfigError on unsupported variants).
         build_target: Our config -> our chain model (current default device).
-        example_inputs: (our config, device) -> seeded inputs for both models (shapes only on meta).
+        example_inputs: (our config, device, dtype or None) -> seeded inputs for both models (shapes
+            only on meta).
         run_upstream: Runs the upstream model (a ModuleDict by subfolder when there are several parts).
         run_target: Runs our model on the same inputs.
         overrides: Our config -> what tracing cannot find alone.
         synthetic_configs: "tiny" | "full" -> subfolder -> upstream config, for seeded synthetic sources.
         single_file: Layout in the original single-file checkpoint, if there is one.
         fp16_warning: Said when converting to float16 is legal for the weights but unsafe at run time.
+        family_check: Our derived config -> None when the source belongs to this family, else what
+            differs (a wrong-family source is an error, not a silent conversion into the wrong name).
     """
 
     name: str
@@ -122,13 +128,14 @@ class Conversion:
     parts: tuple[UpstreamPart, ...]
     derive_config: Callable[[UpstreamConfigs], Any]
     build_target: Callable[[Any], Chain]
-    example_inputs: Callable[[Any, str], Any]
+    example_inputs: Callable[[Any, str, Any], Any]
     run_upstream: Callable[[nn.Module, Any], Any]
     run_target: Callable[[nn.Module, Any], Any]
     overrides: Callable[[Any], Overrides]
     synthetic_configs: Callable[[Size], dict[str, dict[str, Any]]]
     single_file: SingleFileLayout | None = None
     fp16_warning: str | None = None
+    family_check: Callable[[Any], str | None] = lambda _config: None
 
     @property
     def family(self) -> str:

@@ -102,14 +102,7 @@ def _check_loaded(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def _inputs(conversion: Conversion, config: Any, device: str, dtype: torch.dtype) -> Any:
     torch.manual_seed(0)
-    inputs = conversion.example_inputs(config, device)
-
-    def cast(v: Any) -> Any:
-        return v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-
-    from torch.utils._pytree import tree_map
-
-    return tree_map(cast, inputs)
+    return conversion.example_inputs(config, device, dtype)
 
 
 def _timed(run: Callable[[], Any]) -> tuple[Any, float]:

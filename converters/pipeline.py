@@ -25,6 +25,7 @@ from converters.sources import FolderSource, Source
 from converters.tracing import KeyMap, trace_key_map
 from converters.upstream_tensors import UpstreamTensors, check_against_key_map, open_folder_tensors
 from zoo.configs import config_to_dict, qualified_name
+from zoo.errors import ConfigError, TensorValueError
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -47,10 +48,13 @@ def trace_conversion(conversion: Conversion, configs: UpstreamConfigs) -> Traced
     """Derive our config, build both models on meta and trace them into a checked key map."""
     started = time.perf_counter()
     config = conversion.derive_config(configs)
+    problem = conversion.family_check(config)
+    if problem is not None:
+        raise ConfigError(f"the source is not a {conversion.name} checkpoint: {problem}")
     with torch.device("meta"):
         upstream = upstream_model(conversion, configs)
         target = conversion.build_target(config)
-        inputs = conversion.example_inputs(config, "meta")
+        inputs = conversion.example_inputs(config, "meta", None)
     keymap = trace_key_map(
         upstream,
         target,
@@ -139,11 +143,28 @@ def convert_component(
             summary = None
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            summary = write_safetensors(
-                folder / WEIGHTS_NAME, plans, metadata, allow_nonfinite=allow_nonfinite, progress=progress
-            )
+            try:
+                summary = write_safetensors(
+                    folder / WEIGHTS_NAME, plans, metadata, allow_nonfinite=allow_nonfinite, progress=progress
+                )
+            except TensorValueError as error:
+                raise _blame_source(error, traced.keymap, tensors) from None
             write_json_atomic(folder / CONFIG_NAME, output_config(traced, plans))
     return _result(conversion, folder, plans, summary, traced, source, started, warnings, dry_run)
+
+
+def _blame_source(error: TensorValueError, keymap: KeyMap, tensors: UpstreamTensors) -> TensorValueError:
+    """Name the source file and tensor a bad value came from, not only the output tensor."""
+    entry = keymap._by_target.get(error.tensor or "")  # pyright: ignore[reportPrivateUsage]
+    if entry is None:
+        return error
+    source = tensors.tensors[entry.sources[0]]
+    return TensorValueError(
+        f"{error.message} (output tensor {error.tensor!r})",
+        file=source.file,
+        tensor=source.origin,
+        hint=error.hint,
+    )
 
 
 def _plans(keymap: KeyMap, tensors: UpstreamTensors, dtype: torch.dtype | None) -> list[TensorPlan]:

@@ -8,7 +8,7 @@ from converters.declaration import Conversion
 from zoo.errors import ConfigError
 
 # Families and the module declaring each; imported on first use (they pull diffusers/transformers).
-FAMILY_MODULES = {"sd15": "converters.sd15"}
+FAMILY_MODULES = {"sdxl": "converters.sdxl", "sd15": "converters.sd15"}
 
 
 def family_conversions(family: str) -> tuple[Conversion, ...]:
@@ -22,10 +22,17 @@ def pipeline_class(family: str) -> str:
     return importlib.import_module(FAMILY_MODULES[family]).PIPELINE_CLASS
 
 
+def family_variants(family: str) -> tuple[Conversion, ...]:
+    """Conversions of a family's variants (another upstream repo), converted only when named."""
+    return getattr(importlib.import_module(FAMILY_MODULES[family]), "VARIANTS", ())
+
+
 def all_conversions() -> dict[str, Conversion]:
-    """Every declared conversion by name."""
+    """Every declared conversion by name, variants included."""
     return {
-        conversion.name: conversion for family in FAMILY_MODULES for conversion in family_conversions(family)
+        conversion.name: conversion
+        for family in FAMILY_MODULES
+        for conversion in (*family_conversions(family), *family_variants(family))
     }
 
 
@@ -37,11 +44,19 @@ def resolve(name: str) -> list[Conversion]:
     conversions = family_conversions(family)
     if name == family:
         return list(conversions)
-    chosen = [conversion for conversion in conversions if conversion.name == name]
+    declared = (*conversions, *family_variants(family))
+    chosen = [conversion for conversion in declared if conversion.name == name]
     if not chosen:
-        names = ", ".join(conversion.name for conversion in conversions)
+        names = ", ".join(conversion.name for conversion in declared)
         raise ConfigError(f"unknown conversion {name!r}", hint=f"{family} declares: {names}")
     return chosen
 
 
-__all__ = ["FAMILY_MODULES", "all_conversions", "family_conversions", "pipeline_class", "resolve"]
+__all__ = [
+    "FAMILY_MODULES",
+    "all_conversions",
+    "family_conversions",
+    "family_variants",
+    "pipeline_class",
+    "resolve",
+]

@@ -70,8 +70,9 @@ def resolve_hub_source(conversion: Conversion, repo: str, revision: str | None =
     resolved: list[str] = []
     for part in conversion.parts:
         pinned = part.pinned.revision if part.pinned and part.pinned.repo == repo else None
-        root, used = download_pipeline_parts(repo, [part.subfolder], revision=revision or pinned)
-        folders[part.subfolder] = root / part.subfolder
+        folder = part.subfolder if part.repo_folder is None else part.repo_folder
+        root, used = download_pipeline_parts(repo, [folder], revision=revision or pinned)
+        folders[part.subfolder] = root / folder
         resolved.append(used or "?")
     return _from_folders(conversion, folders, repo=repo, revision=",".join(sorted(set(resolved))))
 

@@ -28,7 +28,8 @@ def download_pipeline_parts(
 
     patterns = ["model_index.json"]
     for sub in subfolders:
-        patterns += [f"{sub}/config.json", f"{sub}/*.safetensors", f"{sub}/*.safetensors.index.json"]
+        base = f"{sub}/" if sub else ""
+        patterns += [f"{base}config.json", f"{base}*.safetensors", f"{base}*.safetensors.index.json"]
     try:
         folder = snapshot_download(repo, revision=revision, allow_patterns=patterns)
     except Exception as error:  # the hub client raises many unrelated types for "unreachable"
