@@ -116,4 +116,65 @@ def _tensors(outputs: Any) -> list[torch.Tensor]:
     return [leaf.detach().cpu() for leaf in tree_leaves(outputs) if isinstance(leaf, torch.Tensor)]
 
 
-__all__ = ["ParityResult", "measure_parity", "relative_error"]
+@dataclass(frozen=True)
+class DtypeParity:
+    """Ours and upstream in a low-precision dtype, both against upstream in float32 (same weights)."""
+
+    name: str
+    device: str
+    dtype: str
+    upstream_error: float  # upstream in `dtype` vs upstream in float32: the dtype's own error
+    ours_error: float  # ours in `dtype` vs upstream in float32
+    ours_vs_upstream: float  # ours in `dtype` vs upstream in `dtype`
+    seconds: float
+    peak_memory_bytes: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def random_weight_parity(
+    conversion: Conversion, size: str, device: str, dtype: torch.dtype, seed: int = 0
+) -> DtypeParity:
+    """Random upstream weights, converted in memory through the traced key map; no file is written.
+
+    The tolerance for `dtype` comes from the upstream model itself: its own error against float32.
+    """
+    from converters.pipeline import trace_conversion
+
+    started = time.perf_counter()
+    configs = conversion.synthetic_configs(size)  # pyright: ignore[reportArgumentType]
+    traced = trace_conversion(conversion, configs)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        upstream = upstream_model(conversion, configs).eval()
+    inputs32 = conversion.example_inputs(traced.config, device, torch.float32)
+    with torch.no_grad():
+        reference = _tensors(conversion.run_upstream(upstream, inputs32))
+        upstream.to(dtype)
+        inputs = conversion.example_inputs(traced.config, device, dtype)
+        upstream_low = _tensors(conversion.run_upstream(upstream, inputs))
+    state = upstream.state_dict()
+    with torch.device("meta"):
+        ours = conversion.build_target(traced.config)
+    ours.load_state_dict(
+        {key: traced.keymap.apply(state.__getitem__, key) for key in traced.keymap.target_keys()}, assign=True
+    )
+    del upstream, state
+    gc.collect()
+    with torch.no_grad():
+        ours_low = _tensors(conversion.run_target(ours.eval(), inputs))
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+    return DtypeParity(
+        conversion.name,
+        device,
+        str(dtype).removeprefix("torch."),
+        max(relative_error(a, b) for a, b in zip(upstream_low, reference, strict=True)),
+        max(relative_error(a, b) for a, b in zip(ours_low, reference, strict=True)),
+        max(relative_error(a, b) for a, b in zip(ours_low, upstream_low, strict=True)),
+        time.perf_counter() - started,
+        peak,
+    )
+
+
+__all__ = ["DtypeParity", "ParityResult", "measure_parity", "random_weight_parity", "relative_error"]
