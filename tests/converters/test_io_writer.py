@@ -1,0 +1,330 @@
+"""The streaming safetensors writer and `convert_file`: exact, deterministic, atomic, strict on values."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from converters.io import TensorPlan, WriteSummary, convert_file, open_checkpoint, write_safetensors
+from zoo.errors import CoverageError, FormatError, TensorValueError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def plan_of(name: str, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> TensorPlan:
+    return TensorPlan(name, tuple(tensor.shape), dtype or tensor.dtype, lambda: tensor)
+
+
+def seeded(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def bits(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(-1).view(torch.uint8)
+
+
+def header_of(path: Path) -> tuple[int, bytes]:
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    return length, raw[8 : 8 + length]
+
+
+def assert_nothing_written(folder: Path) -> None:
+    assert sorted(path.name for path in folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_round_trip_is_bit_exact(tmp_path: Path, dtype: torch.dtype) -> None:
+    source = {
+        "w": seeded(5, 7).to(dtype),
+        "b": seeded(7, seed=1).to(dtype),
+        "scalar": torch.tensor(3.5, dtype=dtype),
+    }
+    path = tmp_path / "out.safetensors"
+    write_safetensors(path, [plan_of(name, tensor) for name, tensor in source.items()])
+    loaded = load_file(path)
+    with safe_open(str(path), framework="pt") as handle:
+        for name, tensor in source.items():
+            assert loaded[name].dtype == dtype
+            assert torch.equal(bits(loaded[name]), bits(tensor))
+            assert torch.equal(bits(handle.get_tensor(name)), bits(tensor))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_casts_to_the_planned_dtype(tmp_path: Path, dtype: torch.dtype) -> None:
+    source = seeded(4, 4)
+    path = tmp_path / "out.safetensors"
+    write_safetensors(path, [plan_of("w", source, dtype)])
+    assert torch.equal(bits(load_file(path)["w"]), bits(source.to(dtype)))
+
+
+def test_writes_other_dtypes_and_empty_tensors(tmp_path: Path) -> None:
+    source = {
+        "ids": torch.arange(6, dtype=torch.int64).reshape(2, 3),
+        "mask": torch.tensor([True, False, True]),
+        "bytes": torch.tensor([0, 255], dtype=torch.uint8),
+        "empty": torch.zeros(0, 4),
+        "f8": torch.tensor([0.5, -2.0]).to(torch.float8_e4m3fn),
+    }
+    path = tmp_path / "out.safetensors"
+    write_safetensors(path, [plan_of(name, tensor) for name, tensor in source.items()])
+    loaded = load_file(path)
+    assert all(torch.equal(bits(loaded[name]), bits(tensor)) for name, tensor in source.items())
+    assert loaded["empty"].shape == (0, 4)
+
+
+def test_header_is_sorted_compact_and_aligned(tmp_path: Path) -> None:
+    path = tmp_path / "out.safetensors"
+    plans = [plan_of(name, torch.ones(3)) for name in ["z", "b.weight", "a", "b.bias"]]
+    write_safetensors(path, plans, {"zeta": "1", "alpha": "2"})
+    length, raw = header_of(path)
+    assert (8 + length) % 8 == 0
+    text = raw.decode()
+    assert text.rstrip(" ") == json.dumps(json.loads(text), separators=(",", ":"))
+    header = json.loads(text)
+    assert list(header) == ["__metadata__", "a", "b.bias", "b.weight", "z"]
+    assert list(header["__metadata__"]) == ["alpha", "zeta"]
+    offsets = [header[name]["data_offsets"] for name in ["a", "b.bias", "b.weight", "z"]]
+    assert offsets == [[0, 12], [12, 24], [24, 36], [36, 48]]
+    with safe_open(str(path), framework="pt") as handle:
+        assert handle.metadata() == {"alpha": "2", "zeta": "1"}
+
+
+def test_produces_each_tensor_once_in_sorted_order(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def recording(name: str) -> TensorPlan:
+        return TensorPlan(name, (2,), torch.float32, lambda: calls.append(name) or torch.ones(2))
+
+    written: list[int] = []
+    write_safetensors(
+        tmp_path / "out.safetensors", [recording(name) for name in "cab"], progress=written.append
+    )
+    assert calls == ["a", "b", "c"]
+    assert written == [8, 8, 8]
+
+
+def test_summary_matches_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.safetensors"
+    plans = [
+        plan_of("w", seeded(3, 4)),
+        plan_of("h", seeded(2, seed=1), torch.float16),
+        plan_of("k", seeded(5)),
+    ]
+    summary = write_safetensors(path, plans, {"format": "pt"})
+    content = path.read_bytes()
+    assert summary == WriteSummary(
+        path=path,
+        tensor_count=3,
+        byte_count=len(content),
+        param_count=12 + 2 + 5,
+        sha256=hashlib.sha256(content).hexdigest(),
+        dtypes={"F16": 1, "F32": 2},
+    )
+
+
+DETERMINISM_SCRIPT = """
+import sys, torch
+from converters.io import TensorPlan, write_safetensors
+
+def plan(name, shape, dtype, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return TensorPlan(name, shape, dtype, lambda: torch.randn(*shape, generator=generator))
+
+plans = [plan("up.weight", (8, 4), torch.float16, 1), plan("down.weight", (4, 8), torch.bfloat16, 2),
+         plan("norm", (8,), torch.float32, 3)]
+print(write_safetensors(sys.argv[1], plans, {"format": "pt", "zoo": "test"}).sha256)
+"""
+
+
+def test_bytes_are_identical_across_processes(tmp_path: Path) -> None:
+    script = tmp_path / "write.py"
+    script.write_text(textwrap.dedent(DETERMINISM_SCRIPT))
+    digests = []
+    for run, hash_seed in enumerate(["1", "2"]):  # different str hashing, different process
+        output = tmp_path / f"run{run}" / "model.safetensors"
+        output.parent.mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(REPO_ROOT)}
+        result = subprocess.run(
+            [sys.executable, str(script), str(output)], env=env, capture_output=True, text=True, check=True
+        )
+        digests.append(result.stdout.strip())
+        assert digests[-1] == hashlib.sha256(output.read_bytes()).hexdigest()
+    assert digests[0] == digests[1]
+    assert (tmp_path / "run0/model.safetensors").read_bytes() == (
+        tmp_path / "run1/model.safetensors"
+    ).read_bytes()
+
+
+# --- Atomicity ----------------------------------------------------------------------------------
+
+
+def failing_plans() -> list[TensorPlan]:
+    def explode() -> torch.Tensor:
+        raise RuntimeError("source disappeared")
+
+    return [
+        plan_of("a", torch.ones(4)),
+        TensorPlan("b", (4,), torch.float32, explode),
+        plan_of("c", torch.ones(4)),
+    ]
+
+
+def test_a_failure_mid_write_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="source disappeared"):
+        write_safetensors(tmp_path / "out.safetensors", failing_plans())
+    assert_nothing_written(tmp_path)
+
+
+def test_a_failure_mid_write_leaves_an_existing_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "out.safetensors"
+    write_safetensors(path, [plan_of("old", torch.zeros(2))])
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="source disappeared"):
+        write_safetensors(path, failing_plans())
+    assert [entry.name for entry in tmp_path.iterdir()] == ["out.safetensors"]
+    assert path.read_bytes() == before
+
+
+def test_replaces_an_existing_file_on_success(tmp_path: Path) -> None:
+    path = tmp_path / "out.safetensors"
+    write_safetensors(path, [plan_of("old", torch.zeros(2))])
+    write_safetensors(path, [plan_of("new", torch.ones(2))])
+    assert list(load_file(path)) == ["new"]
+    assert [entry.name for entry in tmp_path.iterdir()] == ["out.safetensors"]
+
+
+# --- Values and plans -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+def test_refuses_nonfinite_values(tmp_path: Path, bad: float) -> None:
+    path = tmp_path / "out.safetensors"
+    tensor = torch.tensor([1.0, bad, 2.0])
+    with pytest.raises(TensorValueError, match="holds 1 NaN/Inf values") as caught:
+        write_safetensors(path, [plan_of("ok", torch.ones(2)), plan_of("blocks.0.norm.weight", tensor)])
+    assert (caught.value.tensor, caught.value.file) == ("blocks.0.norm.weight", str(path))
+    assert_nothing_written(tmp_path)
+
+
+def test_writes_nonfinite_values_when_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "out.safetensors"
+    tensor = torch.tensor([1.0, float("nan"), float("-inf"), 3.0])
+    write_safetensors(path, [plan_of("mask", tensor, torch.float16)], allow_nonfinite=True)
+    assert torch.equal(bits(load_file(path)["mask"]), bits(tensor.to(torch.float16)))
+
+
+def test_refuses_values_that_overflow_the_target_dtype(tmp_path: Path) -> None:
+    path = tmp_path / "out.safetensors"
+    tensor = torch.tensor([1.0, -70000.0, 65504.0])
+    with pytest.raises(
+        TensorValueError, match=r"value -70000 \(max \|x\| 70000\) does not fit torch.float16"
+    ) as caught:
+        write_safetensors(path, [plan_of("time_embedding.linear_1.weight", tensor, torch.float16)])
+    assert (caught.value.tensor, caught.value.file) == ("time_embedding.linear_1.weight", str(path))
+    assert_nothing_written(tmp_path)
+
+
+def test_accepts_the_largest_float16_and_wider_targets(tmp_path: Path) -> None:
+    path = tmp_path / "out.safetensors"
+    edge, wide = torch.tensor([65504.0, -65504.0]), torch.tensor([70000.0])
+    write_safetensors(path, [plan_of("edge", edge, torch.float16), plan_of("wide", wide, torch.bfloat16)])
+    assert torch.equal(load_file(path)["edge"], edge.to(torch.float16))
+
+
+def test_refuses_overflow_into_integer_dtypes(tmp_path: Path) -> None:
+    with pytest.raises(TensorValueError, match=r"value 300 .* does not fit torch.uint8"):
+        write_safetensors(tmp_path / "out.safetensors", [plan_of("ids", torch.tensor([1, 300]), torch.uint8)])
+
+
+def test_refuses_a_tensor_of_the_wrong_shape(tmp_path: Path) -> None:
+    plan = TensorPlan("conv.weight", (4, 3), torch.float32, lambda: torch.ones(3, 4))
+    with pytest.raises(FormatError, match=r"produced shape \(3, 4\) but the plan says \(4, 3\)") as caught:
+        write_safetensors(tmp_path / "out.safetensors", [plan])
+    assert caught.value.tensor == "conv.weight"
+    assert_nothing_written(tmp_path)
+
+
+def test_refuses_duplicate_names(tmp_path: Path) -> None:
+    with pytest.raises(CoverageError, match="share this name") as caught:
+        write_safetensors(
+            tmp_path / "out.safetensors", [plan_of("a", torch.ones(1)), plan_of("a", torch.zeros(1))]
+        )
+    assert caught.value.tensor == "a"
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("plan", "metadata", "match"),
+    [
+        (plan_of("__metadata__", torch.ones(1)), None, "reserved"),
+        (plan_of("q", torch.ones(1), torch.float8_e4m3fnuz), None, "cannot hold dtype"),
+        (plan_of("a", torch.ones(1)), {"epoch": 3}, "not str → str"),
+    ],
+    ids=["reserved-name", "unsupported-dtype", "metadata-not-str"],
+)
+def test_refuses_what_safetensors_cannot_hold(
+    tmp_path: Path, plan: TensorPlan, metadata: dict[str, object] | None, match: str
+) -> None:
+    with pytest.raises(FormatError, match=match):
+        write_safetensors(tmp_path / "out.safetensors", [plan], metadata)  # type: ignore[arg-type]
+    assert_nothing_written(tmp_path)
+
+
+# --- convert_file ---------------------------------------------------------------------------------
+
+
+def write_source(path: Path) -> dict[str, torch.Tensor]:
+    source = {
+        "b": seeded(3, 2).to(torch.float16),
+        "a": seeded(4, seed=1),
+        "c": seeded(2, seed=2).to(torch.bfloat16),
+    }
+    write_safetensors(path, [plan_of(name, tensor) for name, tensor in source.items()])
+    return source
+
+
+def test_identity_conversion_reproduces_the_bytes(tmp_path: Path) -> None:
+    write_source(tmp_path / "src.safetensors")
+    summary = convert_file(
+        tmp_path / "src.safetensors", tmp_path / "dst.safetensors", {"a": "a", "b": "b", "c": "c"}
+    )
+    assert summary.sha256 == hashlib.sha256((tmp_path / "src.safetensors").read_bytes()).hexdigest()
+
+
+def test_converts_names_and_dtype_from_a_pickle(tmp_path: Path) -> None:
+    source = {"model.diffusion_model.x": seeded(2, 2), "model.diffusion_model.y": seeded(3, seed=1)}
+    torch.save({"state_dict": source, "epoch": 1}, tmp_path / "src.ckpt")
+    mapping = {"model.diffusion_model.x": "x", "model.diffusion_model.y": "y"}
+    convert_file(tmp_path / "src.ckpt", tmp_path / "dst.safetensors", mapping, dtype=torch.float16)
+    with open_checkpoint(tmp_path / "dst.safetensors") as reader:
+        assert reader.keys() == ["x", "y"]
+        assert torch.equal(reader.get("y"), source["model.diffusion_model.y"].to(torch.float16))
+
+
+@pytest.mark.parametrize(
+    ("mapping", "match"),
+    [
+        ({"a": "a", "b": "b"}, "1 source tensors the key map does not map: c"),
+        ({"a": "a", "b": "b", "c": "c", "d": "d"}, "1 key map entries with no such source tensor: d"),
+        ({"a": "x", "b": "x", "c": "c"}, "1 key map entries that reuse a target name: b → x"),
+    ],
+    ids=["unmapped", "unknown", "clash"],
+)
+def test_refuses_incomplete_key_maps(tmp_path: Path, mapping: dict[str, str], match: str) -> None:
+    write_source(tmp_path / "src.safetensors")
+    with pytest.raises(CoverageError, match=match) as caught:
+        convert_file(tmp_path / "src.safetensors", tmp_path / "dst.safetensors", mapping)
+    assert caught.value.file == str(tmp_path / "src.safetensors")
+    assert not (tmp_path / "dst.safetensors").exists()
