@@ -6,14 +6,22 @@ fill in the family's repo, licence, pinned files and full-size configs.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from converters.declaration import Conversion, KeyNormalization, PinnedFile, Shape, Size, UpstreamPart
+from converters.declaration import (
+    Conversion,
+    KeyNormalization,
+    PinnedFile,
+    Shape,
+    SingleFileLayout,
+    Size,
+    UpstreamConfigs,
+    UpstreamPart,
+)
 from converters.derive.autoencoder import (
     autoencoder_example_inputs,
     derive_autoencoder_config,
@@ -70,15 +78,16 @@ def autoencoder_conversion(
     hub_repo: str,
     license: str,
     full: AutoencoderConfig,
+    tiny: UpstreamConfigs,
     pinned: PinnedFile | None = None,
     fp16_warning: str | None = None,
     repo_folder: str | None = None,
+    single_file: SingleFileLayout | None = None,
 ) -> Conversion:
     """The latent diffusion autoencoder (diffusers `AutoencoderKL`)."""
 
     def synthetic(size: Size) -> dict[str, dict[str, Any]]:
-        tiny = dataclasses.replace(AutoencoderConfig.tiny(), scaling_factor=full.scaling_factor)
-        return {"vae": upstream_autoencoder_config(full if size == "full" else tiny)}
+        return {"vae": upstream_autoencoder_config(full) if size == "full" else dict(tiny["vae"])}
 
     return Conversion(
         name=name,
@@ -102,6 +111,7 @@ def autoencoder_conversion(
         run_target=lambda model, images: run_autoencoder(images)(model),
         overrides=lambda _config: Overrides(),
         synthetic_configs=synthetic,
+        single_file=single_file,
         fp16_warning=fp16_warning,
         family_check=lambda config: _differs("scaling_factor", config.scaling_factor, full.scaling_factor),
     )
@@ -156,13 +166,19 @@ def _run_clip_ours(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def sd15_text_encoder_conversion(
-    name: str, hub_repo: str, license: str, pinned: PinnedFile | None = None
+    name: str,
+    hub_repo: str,
+    license: str,
+    tiny: UpstreamConfigs,
+    pinned: PinnedFile | None = None,
+    single_file: SingleFileLayout | None = None,
 ) -> Conversion:
     """SD 1.5's CLIP-L tower: the last hidden state after the final norm conditions the UNet."""
 
     def synthetic(size: Size) -> dict[str, dict[str, Any]]:
-        config = CLIPTextEncoderConfig.clip_l() if size == "full" else CLIPTextEncoderConfig.tiny()
-        return {"text_encoder": upstream_clip_text_config(config)}
+        if size == "tiny":
+            return {"text_encoder": dict(tiny["text_encoder"])}
+        return {"text_encoder": upstream_clip_text_config(CLIPTextEncoderConfig.clip_l())}
 
     return Conversion(
         name=name,
@@ -177,6 +193,7 @@ def sd15_text_encoder_conversion(
         run_target=_run_clip_ours,
         overrides=lambda _config: Overrides(),
         synthetic_configs=synthetic,
+        single_file=single_file,
         family_check=lambda config: _differs("activation", config.activation, "quick_gelu"),
     )
 
@@ -187,12 +204,19 @@ def _run_sdxl_text_upstream(model: nn.Module, inputs: tuple[torch.Tensor, torch.
 
 
 def sdxl_text_encoder_conversion(
-    name: str, hub_repo: str, license: str, pinned: tuple[PinnedFile | None, PinnedFile | None] = (None, None)
+    name: str,
+    hub_repo: str,
+    license: str,
+    tiny: UpstreamConfigs,
+    pinned: tuple[PinnedFile | None, PinnedFile | None] = (None, None),
+    single_file: SingleFileLayout | None = None,
 ) -> Conversion:
     """SDXL's two towers in one file: CLIP-L and OpenCLIP bigG (with projection)."""
 
     def synthetic(size: Size) -> dict[str, dict[str, Any]]:
-        config = SDXLTextEncoderConfig.sdxl() if size == "full" else SDXLTextEncoderConfig.tiny()
+        if size == "tiny":
+            return {sub: dict(tiny[sub]) for sub in ("text_encoder", "text_encoder_2")}
+        config = SDXLTextEncoderConfig.sdxl()
         return {
             "text_encoder": upstream_clip_text_config(config.text_encoder),
             "text_encoder_2": upstream_clip_text_config(config.text_encoder_2),
@@ -216,6 +240,7 @@ def sdxl_text_encoder_conversion(
         run_target=lambda model, inputs: model(*inputs),
         overrides=lambda _config: Overrides(),
         synthetic_configs=synthetic,
+        single_file=single_file,
     )
 
 
@@ -227,13 +252,14 @@ def unet_conversion(
     hub_repo: str,
     license: str,
     full: UNetConfig,
-    tiny: UNetConfig,
+    tiny: UpstreamConfigs,
     pinned: PinnedFile | None = None,
+    single_file: SingleFileLayout | None = None,
 ) -> Conversion:
     """The denoising UNet (diffusers `UNet2DConditionModel`); the variant comes from its config.json."""
 
     def synthetic(size: Size) -> dict[str, dict[str, Any]]:
-        return {"unet": diffusers_unet_config(full if size == "full" else tiny)}
+        return {"unet": diffusers_unet_config(full) if size == "full" else dict(tiny["unet"])}
 
     return Conversion(
         name=name,
@@ -255,6 +281,7 @@ def unet_conversion(
         run_target=lambda model, inputs: inputs.run_target(model),
         overrides=lambda _config: Overrides(),
         synthetic_configs=synthetic,
+        single_file=single_file,
         family_check=lambda config: _differs(
             "addition_embed_type", config.addition_embed_type, full.addition_embed_type
         ),

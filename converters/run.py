@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -14,8 +14,11 @@ from converters.declaration import Conversion, Size
 from converters.pipeline import ComponentResult, convert_component
 from converters.sources import Source, resolve_hub_source, resolve_source
 from converters.synthetic import write_synthetic_pipeline
+from converters.synthetic_single_file import write_synthetic_single_file
 from zoo.errors import ConfigError
+from zoo.manifest import record_convert_run
 
+SyntheticLayout = Literal["diffusers", "single-file"]
 ProgressFactory = Callable[[Conversion, int], Any]  # (conversion, total bytes) -> a tqdm-like object
 
 
@@ -40,12 +43,18 @@ def convert(
     source: str | None = None,
     revision: str | None = None,
     synthetic: Size | None = None,
+    synthetic_layout: SyntheticLayout = "diffusers",
     dtype: torch.dtype | None = None,
     dry_run: bool = False,
     allow_nonfinite: bool = False,
     progress: ProgressFactory | None = None,
 ) -> ConvertRun:
-    """Convert every component `name` designates (a family or one `family.component`)."""
+    """Convert every component `name` designates (a family or one `family.component`).
+
+    With `synthetic`, a seeded source is written first (under `out/synthetic-source/`): a diffusers
+    pipeline folder, and with `synthetic_layout="single-file"` also the original single-file checkpoint
+    made from it, which is then the source.
+    """
     conversions = registry.resolve(name)
     if source is not None and synthetic is not None:
         raise ConfigError("--source and --synthetic exclude each other: pick one")
@@ -55,11 +64,16 @@ def convert(
         pipeline = registry.pipeline_class(family)
         synthetic_source = out / "synthetic-source" / f"{family}-{synthetic}"
         write_synthetic_pipeline(registry.family_conversions(family), synthetic, synthetic_source, pipeline)
+        if synthetic_layout == "single-file":
+            single = synthetic_source.with_suffix(".safetensors")
+            synthetic_source = write_synthetic_single_file(synthetic_source, family, single)  # pyright: ignore[reportArgumentType]
         source = str(synthetic_source)
     results = [
         _convert_one(conversion, source, revision, out, dtype, dry_run, allow_nonfinite, progress)
         for conversion in conversions
     ]
+    if not dry_run:
+        record_convert_run(out, results, conversions, source=source, dtype=dtype)
     return ConvertRun(results, synthetic_source)
 
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from converters.components import autoencoder_conversion, sd15_text_encoder_conversion, unet_conversion
 from converters.declaration import PinnedFile
+from converters.single_file_layouts import (
+    SD15_AUTOENCODER_LAYOUT,
+    SD15_TEXT_ENCODER_LAYOUT,
+    SD15_UNET_LAYOUT,
+)
+from converters.tiny_configs import TINY
 from zoo.foundationals.latent_diffusion.autoencoder import AutoencoderConfig
 from zoo.foundationals.latent_diffusion.unet import UNetConfig
 
@@ -17,7 +23,8 @@ UNET = unet_conversion(
     HUB_REPO,
     LICENSE,
     UNetConfig.sd15(),
-    UNetConfig.tiny_sd15(),
+    TINY["sd15"],
+    single_file=SD15_UNET_LAYOUT,
     pinned=PinnedFile(
         HUB_REPO,
         "unet/diffusion_pytorch_model.safetensors",
@@ -32,6 +39,8 @@ AUTOENCODER = autoencoder_conversion(
     HUB_REPO,
     LICENSE,
     AutoencoderConfig.sd15(),
+    TINY["sd15"],
+    single_file=SD15_AUTOENCODER_LAYOUT,
     pinned=PinnedFile(
         HUB_REPO,
         "vae/diffusion_pytorch_model.safetensors",
@@ -45,6 +54,8 @@ TEXT_ENCODER = sd15_text_encoder_conversion(
     "sd15.text_encoder",
     HUB_REPO,
     LICENSE,
+    TINY["sd15"],
+    single_file=SD15_TEXT_ENCODER_LAYOUT,
     pinned=PinnedFile(
         HUB_REPO,
         "text_encoder/model.safetensors",

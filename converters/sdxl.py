@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from converters.components import autoencoder_conversion, sdxl_text_encoder_conversion, unet_conversion
 from converters.declaration import PinnedFile
+from converters.single_file_layouts import (
+    SDXL_AUTOENCODER_LAYOUT,
+    SDXL_TEXT_ENCODER_LAYOUT,
+    SDXL_UNET_LAYOUT,
+)
+from converters.tiny_configs import TINY
 from zoo.foundationals.latent_diffusion.autoencoder import AutoencoderConfig
 from zoo.foundationals.latent_diffusion.unet import UNetConfig
 
@@ -17,7 +23,8 @@ UNET = unet_conversion(
     HUB_REPO,
     LICENSE,
     UNetConfig.sdxl(),
-    UNetConfig.tiny_sdxl(),
+    TINY["sdxl"],
+    single_file=SDXL_UNET_LAYOUT,
     pinned=PinnedFile(
         HUB_REPO,
         "unet/diffusion_pytorch_model.safetensors",
@@ -31,6 +38,8 @@ TEXT_ENCODER = sdxl_text_encoder_conversion(
     "sdxl.text_encoder",
     HUB_REPO,
     LICENSE,
+    TINY["sdxl"],
+    single_file=SDXL_TEXT_ENCODER_LAYOUT,
     pinned=(
         PinnedFile(
             HUB_REPO, "text_encoder/model.safetensors", None, None, None, LICENSE, UNKNOWN_TEXT_ENCODER
@@ -46,6 +55,8 @@ AUTOENCODER = autoencoder_conversion(
     HUB_REPO,
     LICENSE,
     AutoencoderConfig.sdxl(),
+    TINY["sdxl"],
+    single_file=SDXL_AUTOENCODER_LAYOUT,
     pinned=PinnedFile(
         HUB_REPO,
         "vae/diffusion_pytorch_model.safetensors",
@@ -65,6 +76,7 @@ AUTOENCODER_FP16_FIX = autoencoder_conversion(
     "madebyollin/sdxl-vae-fp16-fix",
     "mit",
     AutoencoderConfig.sdxl(),
+    TINY["sdxl"],
     pinned=PinnedFile(
         "madebyollin/sdxl-vae-fp16-fix",
         "diffusion_pytorch_model.safetensors",

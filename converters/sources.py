@@ -71,7 +71,8 @@ def resolve_hub_source(conversion: Conversion, repo: str, revision: str | None =
     for part in conversion.parts:
         pinned = part.pinned.revision if part.pinned and part.pinned.repo == repo else None
         folder = part.subfolder if part.repo_folder is None else part.repo_folder
-        root, used = download_pipeline_parts(repo, [folder], revision=revision or pinned)
+        pins = [part.pinned] if part.pinned is not None else []
+        root, used = download_pipeline_parts(repo, [folder], revision=revision or pinned, pins=pins)
         folders[part.subfolder] = root / folder
         resolved.append(used or "?")
     return _from_folders(conversion, folders, repo=repo, revision=",".join(sorted(set(resolved))))

@@ -59,7 +59,7 @@ def test_inspect_reports_family_and_hash(tmp_path: Path) -> None:
     code, out, _ = run("inspect", str(source), "--json", "--shapes", "*conv_in*")
     data = json.loads(out)
     assert code == 0 and data["family"] == "autoencoder (diffusers layout)" and len(data["sha256"]) == 64
-    assert data["shapes"]["encoder.conv_in.weight"][0] == 16
+    assert data["shapes"]["encoder.conv_in.weight"][0] == 32
 
 
 def test_inspect_refuses_a_git_lfs_pointer(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_offline_without_source_fails_fast_naming_both_ways_out(tmp_path: Path) 
     )
     assert done.returncode == 1
     assert "--source" in done.stderr and "--synthetic" in done.stderr
-    assert time.perf_counter() - started < 30
+    assert time.perf_counter() - started < 15  # no retries against an unreachable Hub
     assert not (tmp_path / "out").exists()
 
 

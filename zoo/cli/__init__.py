@@ -6,7 +6,9 @@ from zoo import __version__
 from zoo.cli.convert import convert
 from zoo.cli.inspect_cmd import inspect
 from zoo.cli.list_cmd import list_conversions
+from zoo.cli.publish import publish
 from zoo.cli.trace import trace
+from zoo.cli.verify import verify
 
 
 @click.group()
@@ -23,5 +25,7 @@ main.add_command(convert)
 main.add_command(trace)
 main.add_command(list_conversions)
 main.add_command(inspect)
+main.add_command(verify)
+main.add_command(publish)
 
 __all__ = ["main"]

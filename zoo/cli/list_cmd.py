@@ -1,6 +1,9 @@
-"""`zoo list`: every declared conversion and its upstream source."""
+"""`zoo list`: every declared conversion, its upstream source, and whether its outputs are here."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -8,21 +11,41 @@ from zoo.cli.common import emit_json, handle_errors, table
 
 
 @click.command("list")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Output folder to look for converted outputs (checked by sha256 against its manifest.json).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def list_conversions(as_json: bool) -> None:
-    """List declared conversions: name, upstream repo, parts, licence."""
-    _list(as_json)
+def list_conversions(out: Path, as_json: bool) -> None:
+    """List declared conversions: name, upstream repo and pinned revision, licence, outputs in OUT."""
+    _list(out, as_json)
 
 
 @handle_errors
-def _list(as_json: bool) -> None:
+def _list(out: Path, as_json: bool) -> None:
     from converters.inspect import describe_conversions
 
-    described = describe_conversions()
+    described = describe_conversions(out)
     if as_json:
         emit_json(described)
         return
     rows = [
-        (d["name"], d["hub_repo"], ", ".join(d["parts"]), d["license"], d["description"]) for d in described
+        (
+            d["name"],
+            d["hub_repo"],
+            _revisions(d["sources"]),
+            d["license"],
+            d["outputs"]["status"],
+            d["description"],
+        )
+        for d in described
     ]
-    click.echo(table(("name", "upstream", "parts", "licence", "description"), rows))
+    click.echo(table(("name", "upstream", "revision", "licence", f"outputs in {out}", "description"), rows))
+
+
+def _revisions(sources: list[dict[str, Any]]) -> str:
+    revisions = sorted({(source.get("revision") or "unpinned")[:12] for source in sources})
+    return ", ".join(revisions)
