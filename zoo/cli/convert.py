@@ -8,9 +8,24 @@ from typing import Any
 import click
 
 from zoo.cli.common import DTYPES, emit_json, handle_errors, human_bytes, progress_bar, table, torch_dtype
+from zoo.cli.convert_lora import convert_lora
+
+SUBCOMMANDS = {convert_lora.name: convert_lora}
 
 
-@click.command("convert")
+class _ConvertCommand(click.Command):
+    """`zoo convert NAME`, whose first word may instead name a subcommand (`zoo convert lora FILE`)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        if args and args[0] in SUBCOMMANDS:
+            name = f"{info_name} {args[0]}" if info_name else args[0]
+            return SUBCOMMANDS[args[0]].make_context(name, args[1:], parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+@click.command("convert", cls=_ConvertCommand)
 @click.argument("name")
 @click.option(
     "--source", help="Diffusers pipeline or component folder, single-file checkpoint, or Hub ORG/NAME."
@@ -30,6 +45,13 @@ from zoo.cli.common import DTYPES, emit_json, handle_errors, human_bytes, progre
     help="Convert a seeded random checkpoint with the real upstream layout (offline; tiny or full size).",
 )
 @click.option(
+    "--layout",
+    type=click.Choice(["diffusers", "single-file"]),
+    default="diffusers",
+    show_default=True,
+    help="With --synthetic: convert from a diffusers pipeline folder or from an original single file.",
+)
+@click.option(
     "--allow-nonfinite", is_flag=True, help="Accept NaN/Inf in source tensors (an error by default)."
 )
 @click.option("--dry-run", is_flag=True, help="Trace, check and plan everything; write nothing.")
@@ -42,6 +64,7 @@ def convert(
     out: Path,
     dtype: str | None,
     synthetic: Any,
+    layout: Any,
     allow_nonfinite: bool,
     dry_run: bool,
     as_json: bool,
@@ -57,6 +80,7 @@ def convert(
       zoo convert sdxl --synthetic tiny --out out        # offline, seconds
       zoo convert sdxl.unet --source ./stable-diffusion-xl-base-1.0 --dtype float16
       zoo convert sd15 --source v1-5-pruned-emaonly.safetensors
+      zoo convert lora style.safetensors --base sdxl     # a LoRA (see `zoo convert lora --help`)
     """
     from converters.run import convert as run_convert
 
@@ -69,6 +93,7 @@ def convert(
         source=source,
         revision=revision,
         synthetic=synthetic,
+        synthetic_layout=layout,
         dtype=torch_dtype(dtype),
         dry_run=dry_run,
         allow_nonfinite=allow_nonfinite,

@@ -1,0 +1,303 @@
+"""The base a LoRA goes on, and where each upstream module sits in our chain models.
+
+A base is a family's UNet and text encoder(s) with their upstream configs, taken from the family's
+full-size configs (`sdxl`, `sd15`), a converted output folder (our configs, turned back into upstream
+ones), a diffusers pipeline folder, or a chain model in memory. Where each upstream module sits in our
+chain comes from the declared conversion's traced key map (built on meta, cached per config digest):
+`down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q` -> `DownBlocks.Chain_5...Distribute.Linear_1`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from converters import registry
+from converters.declaration import Conversion, upstream_model, upstream_prefix
+from converters.derive.clip import upstream_clip_text_config
+from converters.derive.unet import diffusers_unet_config
+from converters.sources import FolderSource, read_config, resolve_source
+from converters.tracing.keymap import Identity, Reshape
+from zoo import fluxion as fl
+from zoo.configs import config_digest, config_from_dict, import_model_class
+from zoo.errors import ConfigError
+from zoo.foundationals.clip.text_encoder import CLIPTextEncoderConfig
+from zoo.foundationals.latent_diffusion.text_encoders import SDXLTextEncoderConfig
+from zoo.foundationals.latent_diffusion.unet import UNetConfig
+from zoo.loading import CONFIG_NAME, read_output_config
+
+LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+"""What LoRA files name their parts: the upstream pipeline's folders."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one upstream module sits in our chain model.
+
+    Attributes:
+        component: Our component (`unet`, `text_encoder`): the key prefix in our LoRA files.
+        path: The chain path of the layer.
+        kind: `linear` or `conv`.
+        weight_shape: The layer's weight shape: (out, in) or (out, in, kh, kw).
+    """
+
+    component: str
+    path: str
+    kind: Literal["linear", "conv"]
+    weight_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PlacementIndex:
+    """Upstream module names (as the conversion's upstream state dict has them) -> placement or why not."""
+
+    placements: Mapping[str, Placement]
+    refused: Mapping[str, str]
+    config_sha256: str
+    keymap_sha256: str
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """One of our models a LoRA can change, with the upstream configs it corresponds to."""
+
+    conversion: Conversion
+    upstream_configs: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def component(self) -> str:
+        return self.conversion.component
+
+    @property
+    def lora_components(self) -> tuple[str, ...]:
+        return tuple(part.subfolder for part in self.conversion.parts if part.subfolder in LORA_COMPONENTS)
+
+    def prefix(self, lora_component: str) -> str:
+        part = next(part for part in self.conversion.parts if part.subfolder == lora_component)
+        return upstream_prefix(self.conversion, part)
+
+    def index(self) -> PlacementIndex:
+        """Where each upstream module sits in our model (traced on meta once per config)."""
+        return _index(self.conversion.name, self._canonical_configs())
+
+    def upstream_modules(self) -> frozenset[str]:
+        """Names of the upstream model's modules (built on meta, no trace: cheap)."""
+        return _upstream_modules(self.conversion.name, self._canonical_configs())
+
+    def _canonical_configs(self) -> str:
+        return json.dumps(self.upstream_configs, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class LoraBase:
+    """A family's models that LoRAs change, and where they came from (for messages and metadata)."""
+
+    family: str
+    models: tuple[BaseModel, ...]
+    description: str
+
+    def model_for(self, lora_component: str) -> BaseModel | None:
+        return next((m for m in self.models if lora_component in m.lora_components), None)
+
+    @property
+    def lora_components(self) -> tuple[str, ...]:
+        return tuple(c for model in self.models for c in model.lora_components)
+
+    @property
+    def layers_per_block(self) -> int | None:
+        unet = self.model_for("unet")
+        return None if unet is None else int(unet.upstream_configs["unet"].get("layers_per_block", 2))
+
+
+# -- placements ---------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _index(name: str, configs_json: str) -> PlacementIndex:
+    """Trace the conversion on meta and keep where every upstream Linear/Conv2d weight lands (cached)."""
+    from converters.pipeline import trace_conversion
+
+    conversion = registry.resolve(name)[0]
+    traced = trace_conversion(conversion, json.loads(configs_json))
+    with torch.device("meta"):
+        model = conversion.build_target(traced.config)
+    placements: dict[str, Placement] = {}
+    refused: dict[str, str] = {}
+    for entry in traced.keymap.entries:
+        for source in entry.sources:
+            if source.endswith(".weight"):
+                module = source.removesuffix(".weight")
+                found = _placement(conversion.component, model, entry.targets, entry.transform)
+                if isinstance(found, Placement):
+                    placements[module] = found
+                else:
+                    refused[module] = found
+    return PlacementIndex(placements, refused, config_digest(traced.config), traced.keymap.digest())
+
+
+@functools.lru_cache(maxsize=32)
+def _upstream_modules(name: str, configs_json: str) -> frozenset[str]:
+    conversion = registry.resolve(name)[0]
+    with torch.device("meta"):
+        model = upstream_model(conversion, json.loads(configs_json))
+    return frozenset(name for name, _module in model.named_modules() if name)
+
+
+def _placement(component: str, model: fl.Chain, targets: tuple[str, ...], transform: Any) -> Placement | str:
+    if len(targets) != 1 or not isinstance(transform, Identity | Reshape):
+        return f"our model splits or fuses this weight ({transform.kind} into {len(targets)} tensor(s))"
+    path = targets[0].removesuffix(".weight")
+    layer: nn.Module = model.get_submodule(path)
+    if isinstance(layer, fl.Linear):
+        return Placement(component, path, "linear", tuple(layer.weight.shape))
+    if (
+        isinstance(layer, fl.Conv2d)
+        and layer.groups == 1
+        and layer.dilation == (1, 1)
+        and layer.padding_mode == "zeros"
+    ):
+        return Placement(component, path, "conv", tuple(layer.weight.shape))
+    return f"{path} is a {type(layer).__name__}: only Linear and Conv2d layers take LoRAs"
+
+
+# -- resolving a base ---------------------------------------------------------------------------------
+
+
+def _lora_conversions(family: str) -> list[Conversion]:
+    return [
+        c for c in registry.family_conversions(family) if any(p.subfolder in LORA_COMPONENTS for p in c.parts)
+    ]
+
+
+def family_base(family: str) -> LoraBase:
+    """A family at its full-size upstream configs."""
+    models = tuple(BaseModel(c, c.synthetic_configs("full")) for c in _lora_conversions(family))
+    return LoraBase(family, models, f"{family} (full-size configs)")
+
+
+def upstream_configs_of(config: object) -> dict[str, dict[str, Any]]:
+    """Our config -> the upstream configs it converts from (the inverse of the declared derivations)."""
+    if isinstance(config, UNetConfig):
+        return {"unet": diffusers_unet_config(config)}
+    if isinstance(config, SDXLTextEncoderConfig):
+        return {
+            "text_encoder": upstream_clip_text_config(config.text_encoder),
+            "text_encoder_2": upstream_clip_text_config(config.text_encoder_2),
+        }
+    if isinstance(config, CLIPTextEncoderConfig):
+        return {"text_encoder": upstream_clip_text_config(config)}
+    raise ConfigError(f"LoRAs do not apply to a model with a {type(config).__name__}")
+
+
+def base_model_of(config: object, model_class: type) -> BaseModel:
+    """The declared conversion that builds `model_class` with this config, with its upstream configs."""
+    upstream = upstream_configs_of(config)
+    for family in registry.FAMILY_MODULES:
+        for conversion in _lora_conversions(family):
+            if conversion.build_target is model_class and conversion.family_check(config) is None:
+                if conversion.derive_config(upstream) != config:
+                    raise ConfigError(f"our {type(config).__name__} does not map back to an upstream config")
+                return BaseModel(conversion, upstream)
+    raise ConfigError(f"no declared conversion builds a {model_class.__name__} with this config")
+
+
+def model_base(model: nn.Module) -> LoraBase:
+    """The base of a chain model in memory (its `config` says which)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ConfigError(f"a {type(model).__name__} has no `config`: cannot tell what it is")
+    base = base_model_of(config, type(model))
+    return LoraBase(base.conversion.family, (base,), f"{base.conversion.name} in memory")
+
+
+def _output_base(folders: list[Path], described: Path) -> LoraBase:
+    models: list[BaseModel] = []
+    for folder in folders:
+        data = read_output_config(folder)
+        config_class = import_model_class(data["config_class"])
+        config = config_from_dict(config_class, data["config"])
+        models.append(base_model_of(config, import_model_class(data["model_class"])))
+    families = sorted({model.conversion.family for model in models})
+    if len(families) != 1:
+        raise ConfigError(
+            f"the outputs here belong to several families ({', '.join(families)})", file=described
+        )
+    return LoraBase(families[0], tuple(models), f"{families[0]} outputs in {described}")
+
+
+def _pipeline_base(folder: Path) -> LoraBase:
+    index = read_config(folder / "model_index.json")
+    families = [f for f in registry.FAMILY_MODULES if registry.pipeline_class(f) == index.get("_class_name")]
+    if not families:
+        raise ConfigError(
+            f"no declared family uses the pipeline class {index.get('_class_name')!r}",
+            file=folder / "model_index.json",
+        )
+    models = tuple(
+        BaseModel(conversion, _folder_configs(conversion, folder))
+        for conversion in _lora_conversions(families[0])
+    )
+    return LoraBase(families[0], models, f"{families[0]} pipeline {folder}")
+
+
+def _folder_configs(conversion: Conversion, folder: Path) -> dict[str, dict[str, Any]]:
+    source = resolve_source(conversion, folder)
+    assert isinstance(source, FolderSource)
+    return source.configs
+
+
+def _lora_outputs(folder: Path) -> list[Path]:
+    """Component folders under an output folder holding a model a LoRA can change."""
+    found = []
+    for child in sorted(folder.iterdir()):
+        if (child / CONFIG_NAME).is_file():
+            data = json.loads((child / CONFIG_NAME).read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("component", "").rpartition(".")[2] in LORA_COMPONENTS:
+                found.append(child)
+    return found
+
+
+def resolve_base(base: str | Path) -> LoraBase:
+    """`sdxl` / `sd15`, a converted output folder (one component or several), or a pipeline folder."""
+    if str(base) in registry.FAMILY_MODULES:
+        return family_base(str(base))
+    path = Path(base)
+    if (path / "model_index.json").is_file():
+        return _pipeline_base(path)
+    if (path / CONFIG_NAME).is_file():
+        if "model_class" not in read_config(path / CONFIG_NAME):
+            raise ConfigError(
+                "an upstream component folder: its siblings are needed too",
+                file=path,
+                hint="pass the pipeline folder holding it (with model_index.json), or a `zoo convert` output",
+            )
+        return _output_base([path], path)
+    if path.is_dir() and (outputs := _lora_outputs(path)):
+        return _output_base(outputs, path)
+    raise ConfigError(
+        f"cannot use {str(base)!r} as a LoRA base",
+        file=path if path.exists() else None,
+        hint=f"pass a family ({', '.join(registry.FAMILY_MODULES)}), a `zoo convert` output folder, "
+        "or a diffusers pipeline folder",
+    )
+
+
+__all__ = [
+    "LORA_COMPONENTS",
+    "BaseModel",
+    "LoraBase",
+    "Placement",
+    "PlacementIndex",
+    "base_model_of",
+    "family_base",
+    "model_base",
+    "resolve_base",
+    "upstream_configs_of",
+]
