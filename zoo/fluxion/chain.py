@@ -320,21 +320,39 @@ def _as_predicate(predicate: type[nn.Module] | Predicate | None) -> Predicate:
 
 
 class Sum(Chain):
-    """Runs every child on the same inputs and adds their outputs."""
+    """Runs every child on the same inputs and adds their outputs.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Sum(fl.Identity(), fl.Multiply(2.0))(torch.ones(2)).tolist()
+        [3.0, 3.0]
+    """
 
     def forward(self, *args: Any) -> Any:
         return functools.reduce(operator.add, self._outputs(*args))
 
 
 class Residual(Chain):
-    """A chain whose output is added to its first input."""
+    """A chain whose output is added to its first input.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Residual(fl.Multiply(2.0))(torch.ones(2)).tolist()
+        [3.0, 3.0]
+    """
 
     def forward(self, *args: Any) -> Any:
         return args[0] + super().forward(*args)
 
 
 class Passthrough(Chain):
-    """Runs its children for their side effects (e.g. `SetContext`) and returns its inputs."""
+    """Runs its children for their side effects (e.g. `SetContext`) and returns its inputs.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Passthrough(fl.Multiply(2.0))(torch.ones(2)).tolist()
+        [1.0, 1.0]
+    """
 
     def forward(self, *args: Any) -> Any:
         super().forward(*args)
@@ -342,14 +360,26 @@ class Passthrough(Chain):
 
 
 class Parallel(Chain):
-    """Runs every child on the same inputs; returns their outputs as a tuple."""
+    """Runs every child on the same inputs; returns their outputs as a tuple.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> [t.tolist() for t in fl.Parallel(fl.Identity(), fl.Multiply(3.0))(torch.ones(1))]
+        [[1.0], [3.0]]
+    """
 
     def forward(self, *args: Any) -> Any:
         return tuple(self._outputs(*args))
 
 
 class Distribute(Chain):
-    """Gives the i-th input to the i-th child; returns their outputs as a tuple."""
+    """Gives the i-th input to the i-th child; returns their outputs as a tuple.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> [t.tolist() for t in fl.Distribute(fl.Multiply(2.0), fl.Multiply(3.0))(torch.ones(1), torch.ones(1))]
+        [[2.0], [3.0]]
+    """
 
     def forward(self, *args: Any) -> Any:
         if len(args) != len(self):
@@ -361,7 +391,13 @@ class Distribute(Chain):
 
 
 class Concatenate(Chain):
-    """Runs every child on the same inputs and concatenates their outputs along `dim`."""
+    """Runs every child on the same inputs and concatenates their outputs along `dim`.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Concatenate(fl.Identity(), fl.Identity(), dim=1)(torch.ones(2, 3)).shape
+        torch.Size([2, 6])
+    """
 
     def __init__(self, *modules: nn.Module, dim: int = 0) -> None:
         super().__init__(*modules)
@@ -375,7 +411,13 @@ class Concatenate(Chain):
 
 
 class Lambda(ContextModule):
-    """Wraps a function as a layer."""
+    """Wraps a function as a layer.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Chain(fl.Lambda(torch.neg))(torch.ones(2)).tolist()
+        [-1.0, -1.0]
+    """
 
     def __init__(self, func: Callable[..., Any]) -> None:
         super().__init__()
@@ -389,7 +431,14 @@ class Lambda(ContextModule):
 
 
 class SetContext(ContextModule):
-    """Stores its first input in `context[key]` (or hands it to `callback`) and returns its inputs."""
+    """Stores its first input in `context[key]` (or hands it to `callback`) and returns its inputs.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> model = fl.Chain(fl.SetContext("demo", "x"), fl.Multiply(2.0), fl.UseContext("demo", "x"))
+        >>> model(torch.ones(1)).tolist()  # the value stored before the multiplication
+        [1.0]
+    """
 
     def __init__(self, context: str, key: str, callback: Callable[[Any, Any], None] | None = None) -> None:
         super().__init__()
@@ -408,7 +457,15 @@ class SetContext(ContextModule):
 
 
 class UseContext(ContextModule):
-    """Returns `context[key]` of the running model, ignoring its inputs."""
+    """Returns `context[key]` of the running model, ignoring its inputs.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> model = fl.Chain(fl.Sum(fl.Identity(), fl.UseContext("cond", "shift")))
+        >>> model.set_context("cond", {"shift": torch.tensor(5.0)})
+        >>> model(torch.zeros(1)).tolist()
+        [5.0]
+    """
 
     def __init__(self, context: str, key: str) -> None:
         super().__init__()

@@ -9,14 +9,26 @@ from zoo.fluxion.module import ContextModule
 
 
 class SiLU(ContextModule):
-    """x * sigmoid(x)."""
+    """x * sigmoid(x).
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.SiLU()(torch.zeros(2)).tolist()
+        [0.0, 0.0]
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.silu(x)
 
 
 class GeLU(ContextModule):
-    """Gaussian error linear unit; `approximate="tanh"` for the tanh approximation."""
+    """Gaussian error linear unit; `approximate="tanh"` for the tanh approximation.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.GeLU()(torch.zeros(2)).tolist()
+        [0.0, 0.0]
+    """
 
     def __init__(self, approximate: str = "none") -> None:
         super().__init__()
@@ -30,21 +42,39 @@ class GeLU(ContextModule):
 
 
 class QuickGeLU(ContextModule):
-    """x * sigmoid(1.702 x): the GeLU approximation OpenAI's CLIP was trained with."""
+    """x * sigmoid(1.702 x): the GeLU approximation OpenAI's CLIP was trained with.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.QuickGeLU()(torch.zeros(2)).tolist()
+        [0.0, 0.0]
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(1.702 * x)
 
 
 class ReLU(ContextModule):
-    """max(x, 0)."""
+    """max(x, 0).
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.ReLU()(torch.tensor([-1.0, 2.0])).tolist()
+        [0.0, 2.0]
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x)
 
 
 class GLU(ContextModule):
-    """Gated unit: splits the last dimension in two halves and returns `x * activation(gate)`."""
+    """Gated unit: splits the last dimension in two halves and returns `x * activation(gate)`.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.GLU(fl.ReLU())(torch.tensor([[3.0, 2.0]])).tolist()
+        [[6.0]]
+    """
 
     def __init__(self, activation: ContextModule) -> None:
         super().__init__()

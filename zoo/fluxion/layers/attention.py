@@ -76,7 +76,13 @@ class Attention(Chain):
 
 
 class SelfAttention(Attention):
-    """Attention of a (B, L, C) sequence to itself."""
+    """Attention of a (B, L, C) sequence to itself.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.SelfAttention(8, num_heads=2)(torch.randn(1, 5, 8)).shape
+        torch.Size([1, 5, 8])
+    """
 
     def __init__(
         self,

@@ -11,14 +11,26 @@ from zoo.fluxion.module import ContextModule
 
 
 class Identity(ContextModule):
-    """Returns its input."""
+    """Returns its input.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Identity()(torch.ones(2)).tolist()
+        [1.0, 1.0]
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
 
 class GetArg(ContextModule):
-    """Returns its `index`-th input."""
+    """Returns its `index`-th input.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.GetArg(1)(torch.zeros(1), torch.ones(1)).tolist()
+        [1.0]
+    """
 
     def __init__(self, index: int) -> None:
         super().__init__()
@@ -32,7 +44,13 @@ class GetArg(ContextModule):
 
 
 class Reshape(ContextModule):
-    """Reshapes every dimension but the batch one: `Reshape(4, -1)` maps (B, 16) to (B, 4, 4)."""
+    """Reshapes every dimension but the batch one: `Reshape(4, -1)` maps (B, 16) to (B, 4, 4).
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Reshape(4, -1)(torch.zeros(2, 16)).shape
+        torch.Size([2, 4, 4])
+    """
 
     def __init__(self, *shape: int) -> None:
         super().__init__()
@@ -46,7 +64,13 @@ class Reshape(ContextModule):
 
 
 class Flatten(ContextModule):
-    """`torch.flatten` between `start_dim` and `end_dim`."""
+    """`torch.flatten` between `start_dim` and `end_dim`.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Flatten(1)(torch.zeros(2, 3, 4)).shape
+        torch.Size([2, 12])
+    """
 
     def __init__(self, start_dim: int = 0, end_dim: int = -1) -> None:
         super().__init__()
@@ -60,7 +84,13 @@ class Flatten(ContextModule):
 
 
 class Unflatten(ContextModule):
-    """`torch.unflatten` of `dim` into `sizes`."""
+    """`torch.unflatten` of `dim` into `sizes`.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Unflatten(1, (3, 4))(torch.zeros(2, 12)).shape
+        torch.Size([2, 3, 4])
+    """
 
     def __init__(self, dim: int, sizes: tuple[int, ...]) -> None:
         super().__init__()
@@ -74,7 +104,13 @@ class Unflatten(ContextModule):
 
 
 class Transpose(ContextModule):
-    """Swaps two dimensions."""
+    """Swaps two dimensions.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Transpose(1, 2)(torch.zeros(2, 3, 4)).shape
+        torch.Size([2, 4, 3])
+    """
 
     def __init__(self, dim0: int, dim1: int) -> None:
         super().__init__()
@@ -88,7 +124,13 @@ class Transpose(ContextModule):
 
 
 class Permute(ContextModule):
-    """Reorders dimensions."""
+    """Reorders dimensions.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Permute(2, 0, 1)(torch.zeros(2, 3, 4)).shape
+        torch.Size([4, 2, 3])
+    """
 
     def __init__(self, *dims: int) -> None:
         super().__init__()
@@ -102,7 +144,13 @@ class Permute(ContextModule):
 
 
 class Slicing(ContextModule):
-    """`x[..., start:end:step, ...]` along `dim`."""
+    """`x[..., start:end:step, ...]` along `dim`.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Slicing(dim=1, start=1)(torch.zeros(2, 3)).shape
+        torch.Size([2, 2])
+    """
 
     def __init__(self, dim: int = 0, start: int = 0, end: int | None = None, step: int = 1) -> None:
         super().__init__()
@@ -118,7 +166,13 @@ class Slicing(ContextModule):
 
 
 class Chunk(ContextModule):
-    """Splits into `chunks` equal parts along `dim`; returns a tuple."""
+    """Splits into `chunks` equal parts along `dim`; returns a tuple.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> [t.shape for t in fl.Chunk(2, dim=1)(torch.zeros(1, 4))]
+        [torch.Size([1, 2]), torch.Size([1, 2])]
+    """
 
     def __init__(self, chunks: int, dim: int = 0) -> None:
         super().__init__()
@@ -132,7 +186,13 @@ class Chunk(ContextModule):
 
 
 class Multiply(ContextModule):
-    """Multiplies by a constant `scale`, adds a constant `bias`."""
+    """Multiplies by a constant `scale`, adds a constant `bias`.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Multiply(2.0, bias=1.0)(torch.ones(1)).tolist()
+        [3.0]
+    """
 
     def __init__(self, scale: float = 1.0, bias: float = 0.0) -> None:
         super().__init__()
@@ -146,7 +206,13 @@ class Multiply(ContextModule):
 
 
 class Interpolate(ContextModule):
-    """Resizes a (B, C, H, W) tensor by `scale_factor` with `mode` (nearest by default)."""
+    """Resizes a (B, C, H, W) tensor by `scale_factor` with `mode` (nearest by default).
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Interpolate(2.0)(torch.zeros(1, 1, 2, 2)).shape
+        torch.Size([1, 1, 4, 4])
+    """
 
     def __init__(self, scale_factor: float = 2.0, mode: str = "nearest") -> None:
         super().__init__()
@@ -160,7 +226,13 @@ class Interpolate(ContextModule):
 
 
 class Pad(ContextModule):
-    """`torch.nn.functional.pad` with a fixed padding."""
+    """`torch.nn.functional.pad` with a fixed padding.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Pad((0, 1, 0, 1))(torch.zeros(1, 1, 2, 2)).shape
+        torch.Size([1, 1, 3, 3])
+    """
 
     def __init__(self, padding: tuple[int, ...], mode: str = "constant", value: float = 0.0) -> None:
         super().__init__()
