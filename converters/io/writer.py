@@ -102,16 +102,15 @@ def write_safetensors(
     with (
         _single_intraop_thread(),
         _atomic_file(target) as stream,
-        _BackgroundWriter(_HashingWriter(stream)) as background,
+        _HashingSink(stream) as writer,
     ):
-        writer = background.writer
-        background.write(header)
+        writer.write(header)
         for plan in ordered:
             data = _tensor_bytes(plan, allow_nonfinite=allow_nonfinite, file=target)
-            background.write(data)
+            writer.write(data)
             if progress is not None:
                 progress(data.nbytes)
-        background.drain()
+        writer.finish()
         # Cheap insurance that the data matches the header computed before it.
         if writer.count != len(header) + (entries[-1].end if entries else 0):
             raise RuntimeError(f"internal error: wrote {writer.count} bytes, the header promised otherwise")
@@ -140,68 +139,82 @@ def _single_intraop_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-class _BackgroundWriter:
-    """Writes and hashes on a second thread while the caller produces and checks the next tensor.
+class _Worker:
+    """Applies `consume` to queued items, in order, on its own thread; its error surfaces in the caller.
 
-    File writes and sha256 release the GIL, as do torch's reductions, so on two cores the value check
-    of tensor i+1 overlaps the write and hash of tensor i. The queue holds at most two tensors, so
-    memory stays at a few tensors; the bytes stay alive until written because the queue holds them.
+    The queue holds at most two items, so only a few tensors are in flight; queued bytes stay alive
+    because the queue holds them.
     """
 
     _DONE = object()
 
-    def __init__(self, writer: _HashingWriter) -> None:
-        self.writer = writer
+    def __init__(self, consume: Callable[[memoryview], object], name: str) -> None:
+        self._consume = consume
         self._queue: queue.Queue[object] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="zoo-writer", daemon=True)
-
-    def __enter__(self) -> _BackgroundWriter:
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop()
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not self._DONE:
             if self._error is None:
                 try:
-                    self.writer.write(item)  # pyright: ignore[reportArgumentType]
+                    self._consume(item)  # pyright: ignore[reportArgumentType]
                 except BaseException as error:  # handed to the caller's thread
                     self._error = error
 
-    def write(self, data: bytes | memoryview) -> None:
-        self._raise_if_failed()
-        self._queue.put(data)
+    def put(self, item: memoryview) -> None:
+        self.raise_if_failed()
+        self._queue.put(item)
 
-    def drain(self) -> None:
-        """Wait until everything queued is written, then raise the writer's error if it had one."""
-        self._stop()
-        self._raise_if_failed()
-
-    def _stop(self) -> None:
+    def stop(self) -> None:
+        """Wait until everything queued is consumed."""
         if self._thread.is_alive():
             self._queue.put(self._DONE)
             self._thread.join()
 
-    def _raise_if_failed(self) -> None:
+    def raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
 
 
-class _HashingWriter:
-    """Writes to a binary stream while hashing and counting the bytes."""
+class _HashingSink:
+    """Writes bytes to a file and hashes them, on two threads, while the caller prepares the next tensor.
+
+    File writes, sha256 and torch's reductions all release the GIL. Measured on the 2-core machine for a
+    5.1 GB UNet: writing took 8.0 s and hashing 2.9 s on one thread while producing and checking the
+    tensors took 2.0 s; on separate threads they overlap.
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._sha256 = hashlib.sha256()
         self.count = 0
+        self._workers = (_Worker(self._write_all, "zoo-write"), _Worker(self._sha256.update, "zoo-hash"))
+
+    def __enter__(self) -> _HashingSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for worker in self._workers:
+            worker.stop()
 
     def write(self, data: bytes | memoryview) -> None:
-        self._stream.write(data)
-        self._sha256.update(data)
-        self.count += memoryview(data).nbytes
+        view = memoryview(data).cast("B")
+        self.count += view.nbytes
+        for worker in self._workers:
+            worker.put(view)
+
+    def _write_all(self, view: memoryview) -> None:
+        while view.nbytes:  # an unbuffered write may take only part of the data
+            view = view[self._stream.write(view) or 0 :]
+
+    def finish(self) -> None:
+        """Wait for both threads; raise the first error either had."""
+        for worker in self._workers:
+            worker.stop()
+        for worker in self._workers:
+            worker.raise_if_failed()
 
     def hexdigest(self) -> str:
         return self._sha256.hexdigest()
@@ -261,7 +274,9 @@ def _atomic_file(target: Path) -> Iterator[BinaryIO]:
     """
     temporary = target.with_name(f".{target.name}.tmp-{secrets.token_hex(8)}")
     try:
-        with temporary.open("xb") as stream:
+        # Unbuffered: tensors are written in large blocks, and Python's buffered writer made those
+        # writes 2.5x slower (0.57 s vs 1.43 s for 1.6 GB measured here).
+        with temporary.open("xb", buffering=0) as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
