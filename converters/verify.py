@@ -5,6 +5,10 @@
   (catches nondeterminism, code drift and edited outputs), naming the first tensor that differs.
 - parity: run the upstream reference and our converted model on the same seeded inputs; record the
   error, or check it has not grown beyond max(2 × recorded, 1e-5) (float32).
+
+LoRA entries (`"type": "lora"`) are checked the same way, except that `reproduce` runs
+`convert_lora` again from the recorded LoRA file, base and scale, and `parity` is not applicable
+(it is measured by the test suite against peft/diffusers).
 """
 
 from __future__ import annotations
@@ -25,13 +29,16 @@ from zoo.errors import ConfigError, FormatError
 from zoo.hub import sha256_file
 from zoo.loading import CONFIG_NAME, WEIGHTS_NAME
 from zoo.manifest import (
+    LORA_PARITY,
     MANIFEST_NAME,
     FileCheck,
     Manifest,
     check_files,
+    is_lora,
     locked,
     read_manifest,
     recipe_revision,
+    relative,
     select,
     weights_output,
     write_manifest,
@@ -41,7 +48,7 @@ PARITY_FLOOR = 1e-5  # float32: the error may always be this large, whatever was
 PARITY_GROWTH = 2.0  # ... and twice what was recorded
 CHUNK = 1 << 20
 Check = Literal["hashes", "reproduce", "parity"]
-Status = Literal["ok", "mismatch", "missing", "unknown", "extra", "recorded"]
+Status = Literal["ok", "mismatch", "missing", "unknown", "extra", "recorded", "not applicable"]
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,9 @@ def resolve_targets(args: Sequence[str], out: Path) -> list[Target]:
     """Arguments -> manifests and entry names.
 
     An argument is a manifest file, an output folder holding `manifest.json`, one component folder
-    inside it (`OUT/sdxl.unet`), or a name (`sdxl`, `sdxl.unet`) looked up in `OUT/manifest.json`.
+    inside it (`OUT/sdxl.unet`), an output file next to a `manifest.json` that names it (a converted
+    LoRA, `OUT/style.safetensors`), or a name (`sdxl`, `sdxl.unet`, `lora/style`) looked up in
+    `OUT/manifest.json`.
     """
     if not args:
         manifest = read_manifest(out / MANIFEST_NAME)
@@ -131,7 +140,10 @@ def resolve_targets(args: Sequence[str], out: Path) -> list[Target]:
     targets: list[Target] = []
     for arg in args:
         path = Path(arg)
-        if path.is_file():
+        if path.is_file() and path.suffix == ".safetensors" and (path.parent / MANIFEST_NAME).is_file():
+            manifest = read_manifest(path.parent / MANIFEST_NAME)
+            targets.append(Target(manifest, _naming(manifest, path)))
+        elif path.is_file():
             manifest = read_manifest(path)
             targets.append(Target(manifest, select(manifest)))
         elif (path / MANIFEST_NAME).is_file():
@@ -148,6 +160,17 @@ def resolve_targets(args: Sequence[str], out: Path) -> list[Target]:
         manifest = read_manifest(out / MANIFEST_NAME)
         targets.append(Target(manifest, select(manifest, names)))
     return targets
+
+
+def _naming(manifest: Manifest, path: Path) -> list[str]:
+    """The entries with `path` among their outputs."""
+    file = relative(path, manifest.folder)
+    names = [n for n, e in sorted(manifest.entries.items()) if any(o["file"] == file for o in e["outputs"])]
+    if not names:
+        raise ConfigError(
+            f"no entry of {manifest.path} names this file", file=path, hint="pass the folder or an entry name"
+        )
+    return names
 
 
 # -- hashes -----------------------------------------------------------------------------------------
@@ -172,6 +195,8 @@ def reproduce_findings(manifest: Manifest, name: str, out: Path) -> list[Finding
     blocked = _source_findings(manifest, name, "reproduce")
     if blocked:
         return blocked
+    if is_lora(entry):
+        return reproduce_lora(manifest, name, out)
     source, revision = source_argument(manifest, entry)
     root = manifest.output_root(out)
     with tempfile.TemporaryDirectory(prefix="zoo-reproduce-") as temp:
@@ -181,6 +206,52 @@ def reproduce_findings(manifest: Manifest, name: str, out: Path) -> list[Finding
             compare_output(name, output, _fresh_file(fresh_folder, output), root / output["file"])
             for output in entry["outputs"]
         ]
+
+
+def reproduce_lora(manifest: Manifest, name: str, out: Path) -> list[Finding]:
+    """Convert a LoRA entry's file again onto its recorded base and compare the bytes (and the base)."""
+    from converters.lora import convert_lora
+
+    entry = manifest.entries[name]
+    recipe, recorded_base = entry["convert"], entry["base"]
+    if recipe["base"] is None:
+        why = recipe["unknown"].get("base", "no base recorded")
+        return [Finding(name, "reproduce", "unknown", "base", f"cannot reproduce: {why}")]
+    label = f"base {recipe['base']}"
+    base: str | Path = recipe["base"]
+    if recorded_base["kind"] == "folder":
+        folder = manifest.folder / recipe["base"]
+        if not folder.is_dir():
+            detail = f"cannot reproduce: the base folder {folder} is not here"
+            return [Finding(name, "reproduce", "missing", label, detail)]
+        base = folder
+    output = weights_output(entry)
+    with tempfile.TemporaryDirectory(prefix="zoo-reproduce-") as temp:
+        fresh = convert_lora(manifest.folder / recipe["source"], base, out=Path(temp), scale=recipe["scale"])
+        compared = compare_output(name, output, fresh.output, manifest.output_root(out) / output["file"])
+    return [_base_finding(name, label, recorded_base["models"], fresh.base_models), compared]
+
+
+def _base_finding(
+    name: str, label: str, recorded: Sequence[Mapping[str, Any]], fresh: Sequence[Mapping[str, Any]]
+) -> Finding:
+    """The base's models now (conversion, config and key-map digests) against the recorded ones."""
+    if [dict(model) for model in recorded] == [dict(model) for model in fresh]:
+        models = ", ".join(f"{m['conversion']} (config {m['config_sha256'][:12]})" for m in fresh)
+        return Finding(name, "reproduce", "ok", label, f"the same base models: {models}")
+    now = {model["component"]: model for model in fresh}
+    for model in recorded:
+        current = now.get(model["component"])
+        if current is None:
+            return Finding(
+                name, "reproduce", "mismatch", label, f"the LoRA no longer changes its {model['component']}"
+            )
+        for key in ("conversion", "config_sha256", "keymap_sha256"):
+            if current[key] != model[key]:
+                detail = f"{model['component']} {key} is now {current[key]}, the manifest says {model[key]}"
+                return Finding(name, "reproduce", "mismatch", label, detail)
+    extra = sorted(set(now) - {model["component"] for model in recorded})
+    return Finding(name, "reproduce", "mismatch", label, f"the LoRA now also changes {', '.join(extra)}")
 
 
 def _fresh_file(folder: Path, output: Mapping[str, Any]) -> Path:
@@ -296,6 +367,8 @@ def parity_findings(manifest: Manifest, name: str, out: Path, device: str, recor
     from converters.sources import resolve_source
 
     entry = manifest.entries[name]
+    if is_lora(entry):
+        return [Finding(name, "parity", "not applicable", weights_output(entry)["file"], LORA_PARITY)]
     if record and manifest.kind != "output":
         raise ConfigError("--record writes into an output manifest (OUT/manifest.json)", file=manifest.path)
     blocked = _source_findings(manifest, name, "parity") + _weights_findings(manifest, name, out)
@@ -398,6 +471,7 @@ __all__ = [
     "first_difference",
     "parity_record",
     "parity_threshold",
+    "reproduce_lora",
     "resolve_targets",
     "source_argument",
     "verify",

@@ -275,3 +275,136 @@ def test_entries_accumulate_and_parity_survives_identical_bytes(out: Path) -> No
     assert entries["sd15.autoencoder"]["convert"]["dtype"] == "float16"
     convert("sd15.text_encoder", out=out, synthetic="tiny")
     assert sorted(read_manifest(path).entries) == ["sd15.autoencoder", "sd15.text_encoder"]
+
+
+# -- LoRA entries (`"type": "lora"`) ----------------------------------------------------------------
+
+LORA = "lora/style"
+
+
+@pytest.fixture
+def lora_manifest() -> dict[str, Any]:
+    """An output manifest holding one LoRA entry as `convert_lora` records it (built by hand: no run)."""
+    source = {
+        "kind": "local",
+        "role": "lora",
+        "path": "../style.safetensors",
+        "sha256": "a" * 64,
+        "size": 1000,
+        "license": None,
+        "format": "kohya",
+        "ranks": [4],
+        "alpha": "an alpha tensor in every entry: factor alpha / rank; folded into lora_up with the scale",
+        "unknown": {"license": "a local file: its licence is not known"},
+    }
+    entry = {
+        "type": "lora",
+        "name": LORA,
+        "description": "kohya LoRA style.safetensors (rank 4) on sdxl",
+        "license": None,
+        "sources": [source],
+        "base": {
+            "kind": "family",
+            "source": "sdxl",
+            "family": "sdxl",
+            "models": [
+                {
+                    "component": "unet",
+                    "conversion": "sdxl.unet",
+                    "config_sha256": "b" * 64,
+                    "keymap_sha256": "c" * 64,
+                }
+            ],
+            "unknown": {},
+        },
+        "scale": 0.5,
+        "outputs": [
+            {
+                "file": "style.safetensors",
+                "role": "weights",
+                "sha256": "d" * 64,
+                "size": 900,
+                "dtype": "float32",
+                "num_tensors": 2,
+                "num_params": 100,
+                "unknown": {},
+            }
+        ],
+        "convert": {
+            "source": "../style.safetensors",
+            "base": "sdxl",
+            "scale": 0.5,
+            "dtype": "keep",
+            "unknown": {},
+        },
+        "parity": None,
+        "zoo_version": "0.1.0",
+        "unknown": {
+            "license": "source ../style.safetensors: a local file",
+            "parity": "LoRA parity: the test suite",
+        },
+    }
+    return {"manifest_version": 1, "kind": "output", "zoo_version": "0.1.0", "conversions": {LORA: entry}}
+
+
+def test_a_lora_entry_follows_the_schema_beside_model_entries(
+    lora_manifest: dict[str, Any], valid: dict[str, Any]
+) -> None:
+    assert validate_manifest(lora_manifest) == []
+    mixed = copy.deepcopy(lora_manifest)
+    model = copy.deepcopy(valid["conversions"]["sd15.autoencoder"])
+    mixed["conversions"]["sd15.autoencoder"] = model
+    assert validate_manifest(mixed) == []  # an entry without `type` is a model conversion
+    model["type"] = "conversion"
+    assert validate_manifest(mixed) == []  # ... and may say so
+
+
+def _lora_problems(data: dict[str, Any], change: Any) -> list[str]:
+    broken = copy.deepcopy(data)
+    change(broken["conversions"][LORA])
+    return validate_manifest(broken)
+
+
+def _rename(entry: dict[str, Any], name: str) -> None:
+    entry["name"] = name
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda e: _set(e, type="adapter"), "'adapter' is not one of conversion, lora"),
+        (lambda e: _set(e["outputs"][0], sha256="abc"), "outputs[0].sha256: 'abc' is not 64 lowercase hex"),
+        (lambda e: _set(e["sources"][0], sha256="A" * 64), "sources[0].sha256"),
+        (lambda e: _set(e["base"]["models"][0], keymap_sha256="x"), "keymap_sha256: 'x' is not 64"),
+        (lambda e: e["base"]["models"][0].pop("config_sha256"), "models[0].config_sha256: missing"),
+        (lambda e: e["unknown"].pop("parity"), "parity: null without a reason"),
+        (lambda e: e["sources"][0]["unknown"].pop("license"), "sources[0].license: null without a reason"),
+        (lambda e: _set(e, parity={"max_relative_error": 0.0}), "must be null for a LoRA"),
+        (lambda e: _set(e["sources"][0], ranks=[]), "ranks: a non-empty list"),
+        (lambda e: _set(e["sources"][0], role="weights"), "exactly one source with role 'lora'"),
+        (lambda e: _set(e["convert"], scale=1.0), "convert.scale: 1.0 is not the entry's scale 0.5"),
+        (lambda e: _set(e["convert"], dtype="float16"), "'float16' is not one of keep"),
+        (lambda e: _set(e["convert"], base="sd15"), "convert.base: not base.source"),
+        (lambda e: _set(e["base"], kind="memory"), "null exactly when the base was a model in memory"),
+        (lambda e: _set(e, outputs=[*e["outputs"], e["outputs"][0]]), "exactly one output"),
+        (lambda e: _set(e["outputs"][0], file="/abs/style.safetensors"), "must be a relative path"),
+        (lambda e: e.pop("base"), "base: missing"),
+        (lambda e: _set(e, target={}), "target: not in the schema"),
+        (lambda e: _rename(e, "lora/other"), "differs from its key"),
+    ],
+)
+def test_lora_schema_violations_are_named(lora_manifest: dict[str, Any], change: Any, expected: str) -> None:
+    problems = _lora_problems(lora_manifest, change)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_lora_entries_are_named_lora_slash_and_live_in_output_manifests(
+    lora_manifest: dict[str, Any],
+) -> None:
+    renamed = copy.deepcopy(lora_manifest)
+    entry = renamed["conversions"].pop(LORA)
+    entry["name"] = "sdxl.style"
+    renamed["conversions"]["sdxl.style"] = entry
+    assert any("starts with 'lora/'" in p for p in validate_manifest(renamed))
+    declared = {**copy.deepcopy(lora_manifest), "kind": "declared"}
+    assert any("holds model conversions only" in p for p in validate_manifest(declared))

@@ -5,6 +5,12 @@ One schema (version 1), two kinds:
 - `declared`: `manifests/<family>.json` in the repository, generated from the declarations by
   `ci/write_manifests.py`: pinned sources, and output facts only once a real run has been merged in.
 
+Entries come in two types. A model conversion (no `type` field, or `"type": "conversion"`: every
+manifest written before LoRA entries existed is one of these, unchanged) is keyed by its registry
+name. A LoRA conversion (`"type": "lora"`, output manifests only) is keyed `lora/<file stem>`, which
+no registry name can be: it records the LoRA file, the base it was placed on, the scale and the file
+written, so `zoo verify` can check and redo it.
+
 A value that is not known is `null`, and the object holding it says why in its `unknown` map; nothing
 is guessed. The module knows files, hashes and the Hub cache, not models: conversions and their results
 reach it through the small protocols below.
@@ -35,6 +41,12 @@ KINDS = ("output", "declared")
 # Files that sit next to top-level outputs in a published repo (or its snapshot) without being outputs.
 COMPANIONS = frozenset({MANIFEST_NAME, "README.md", ".gitattributes"})
 PARITY_NOT_MEASURED = "not measured yet: run `zoo verify {name} --parity --record`"
+ENTRY_TYPES = ("conversion", "lora")
+LORA_PREFIX = "lora/"
+LORA_PARITY = (
+    "LoRA parity is measured by the test suite against peft/diffusers; zoo verify does not re-measure it"
+)
+LORA_BASE_KINDS = ("family", "folder", "memory")
 Status = Literal["ok", "mismatch", "missing", "unknown", "extra"]
 
 
@@ -62,6 +74,47 @@ class Produced(Protocol):
     def keymap_digest(self) -> str: ...
     @property
     def source_files(self) -> list[Path]: ...
+    @property
+    def dry_run(self) -> bool: ...
+
+
+class ProducedLora(Protocol):
+    """One converted LoRA file (`converters.lora.LoraConversionResult`)."""
+
+    @property
+    def source(self) -> Path: ...
+    @property
+    def source_sha256(self) -> str: ...
+    @property
+    def source_files(self) -> list[Path]: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def ranks(self) -> list[int]: ...
+    @property
+    def alpha(self) -> str: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def base_kind(self) -> str: ...
+    @property
+    def base_source(self) -> str | None: ...
+    @property
+    def base_models(self) -> list[dict[str, str]]: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def output(self) -> Path: ...
+    @property
+    def sha256(self) -> str | None: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def tensors(self) -> int: ...
+    @property
+    def params(self) -> int: ...
     @property
     def dry_run(self) -> bool: ...
 
@@ -429,12 +482,140 @@ def weights_output(entry: Mapping[str, Any]) -> dict[str, Any]:
     return next(output for output in entry["outputs"] if output["role"] == "weights")
 
 
+def entry_type(entry: Mapping[str, Any]) -> str:
+    """`conversion` (a model, the default when an entry says nothing) or `lora`."""
+    return entry.get("type", "conversion")
+
+
+def is_lora(entry: Mapping[str, Any]) -> bool:
+    return entry_type(entry) == "lora"
+
+
+# -- recording a `zoo convert lora` run -------------------------------------------------------------
+
+
+def lora_entry_name(source: Path) -> str:
+    """A LoRA's entry name: `lora/<file stem>` (the output is `<file stem>.safetensors`, so one per file)."""
+    return f"{LORA_PREFIX}{Path(source).stem}"
+
+
+def record_lora_run(result: ProducedLora) -> Path | None:
+    """Write or update `OUT/manifest.json` beside a converted LoRA (under the folder lock, atomically).
+
+    Entries already there (model conversions, other LoRAs) are kept; this LoRA's entry is replaced.
+
+    Returns:
+        The manifest's path, or None for a dry run (nothing was written, so there is nothing to record).
+    """
+    if result.dry_run:
+        return None
+    out = result.output.parent
+    path = out / MANIFEST_NAME
+    name = lora_entry_name(result.source)
+    update_entries(path, lambda _previous: {name: lora_entry(result, out)})
+    return path
+
+
+def lora_entry(result: ProducedLora, root: Path) -> dict[str, Any]:
+    """The manifest entry of one converted LoRA (paths relative to `root`, the manifest's folder)."""
+    if result.sha256 is None:
+        raise ValueError("a LoRA entry records a written file: this result has no sha256")
+    name = lora_entry_name(result.source)
+    sources = [_lora_source_record(result, root)]
+    sources += [_local_file(path, root, "config") for path in result.source_files if path != result.source]
+    base = _lora_base_record(result, root)
+    license, license_reason = entry_license(sources)
+    weights = {
+        "file": relative(result.output, root),
+        "role": "weights",
+        "sha256": result.sha256,
+        "size": result.bytes,
+        "dtype": result.dtype,
+        "num_tensors": result.tensors,
+        "num_params": result.params,
+        "unknown": {},
+    }
+    ranks = ",".join(map(str, result.ranks))
+    return {
+        "type": "lora",
+        "name": name,
+        "description": f"{result.format} LoRA {result.source.name} (rank {ranks}) on {result.family}, "
+        f"in zoo's LoRA format (scale {result.scale:g} folded in)",
+        "license": license,
+        "sources": sources,
+        "base": base,
+        "scale": result.scale,
+        "outputs": [weights],
+        "convert": {
+            "source": sources[0]["path"],
+            "base": base["source"],
+            "scale": result.scale,
+            "dtype": "keep",
+            "unknown": _reasons(base=base["unknown"].get("source")),
+        },
+        "parity": None,
+        "zoo_version": __version__,
+        "unknown": _reasons(license=license_reason, parity=LORA_PARITY),
+    }
+
+
+_LOCAL_LICENSE = "a local file: its licence is not known"
+
+
+def _local_file(path: Path, root: Path, role: str) -> dict[str, Any]:
+    return {
+        "kind": "local",
+        "role": role,
+        "path": relative(path, root),
+        "sha256": sha256_file(path),
+        "size": path.stat().st_size,
+        "license": None,
+        "unknown": {"license": _LOCAL_LICENSE},
+    }
+
+
+def _lora_source_record(result: ProducedLora, root: Path) -> dict[str, Any]:
+    return {
+        "kind": "local",
+        "role": "lora",
+        "path": relative(result.source, root),
+        "sha256": result.source_sha256,
+        "size": result.source.stat().st_size,
+        "license": None,
+        "format": result.format,
+        "ranks": list(result.ranks),
+        "alpha": result.alpha,
+        "unknown": {"license": f"{_LOCAL_LICENSE} (LoRA files carry none that zoo reads)"},
+    }
+
+
+def _lora_base_record(result: ProducedLora, root: Path) -> dict[str, Any]:
+    """What BASE was (a family name, or a folder relative to `root`) and the models the LoRA went on."""
+    if result.base_kind == "memory" or result.base_source is None:
+        source, why = None, "the base was a model in memory (a LoraBase object): it has no name or folder"
+    elif result.base_kind == "folder":
+        source, why = relative(Path(result.base_source), root), None
+    else:
+        source, why = result.base_source, None
+    models = [
+        {key: model[key] for key in ("component", "conversion", "config_sha256", "keymap_sha256")}
+        for model in result.base_models
+    ]
+    return {
+        "kind": result.base_kind,
+        "source": source,
+        "family": result.family,
+        "models": models,
+        "unknown": _reasons(source=why),
+    }
+
+
 # -- finding entries --------------------------------------------------------------------------------
 
 
 def matches(name: str, query: str) -> bool:
-    """`sdxl` matches every `sdxl.*` entry; `sdxl.unet` only itself."""
-    return name == query or name.startswith(query + ".")
+    """`sdxl` matches every `sdxl.*` entry, `lora` every `lora/*` entry; `sdxl.unet` only itself."""
+    return name == query or name.startswith(query + ".") or name.startswith(query.rstrip("/") + "/")
 
 
 def select(manifest: Manifest, queries: Sequence[str] = ()) -> list[str]:
@@ -446,10 +627,11 @@ def select(manifest: Manifest, queries: Sequence[str] = ()) -> list[str]:
     for query in queries:
         found = [name for name in names if matches(name, query)]
         if not found:
+            command = "lora FILE --base BASE" if query.startswith(LORA_PREFIX.rstrip("/")) else query
             raise ConfigError(
                 f"no entry {query!r} in the manifest (it has: {', '.join(names) or 'none'})",
                 file=manifest.path,
-                hint=f"run `zoo convert {query} --out {manifest.folder}` first, or pass --out",
+                hint=f"run `zoo convert {command} --out {manifest.folder}` first, or pass --out",
             )
         chosen += [name for name in found if name not in chosen]
     return chosen
@@ -501,7 +683,8 @@ def check_files(
         for source in entry["sources"]:
             checks.append(_check(name, "source", source_label(source), manifest.source_path(source), source))
     if extras:
-        checks += _extras(name, root, entry)
+        named = {os.path.abspath(root / o["file"]) for e in manifest.entries.values() for o in e["outputs"]}
+        checks += _extras(name, root, entry, named)
     return checks
 
 
@@ -536,14 +719,15 @@ def _check(
     return FileCheck(name, role, label, where, "ok", f"sha256 {actual}")
 
 
-def _extras(name: str, root: Path, entry: Mapping[str, Any]) -> list[FileCheck]:
-    named = {os.path.abspath(root / output["file"]) for output in entry["outputs"]}
-    folders = {Path(path).parent for path in named}
+def _extras(name: str, root: Path, entry: Mapping[str, Any], named: set[str]) -> list[FileCheck]:
+    """Files beside the entry's outputs that no entry of the manifest names (LoRAs share one folder)."""
+    folders = {Path(os.path.abspath(root / output["file"])).parent for output in entry["outputs"]}
     found = sorted(p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.is_file())
+    top = os.path.abspath(root)
     return [
         FileCheck(name, "output", relative(p, root), str(p), "extra", "not named by the manifest")
         for p in found
-        if os.path.abspath(p) not in named and not (p.parent == root and p.name in COMPANIONS)
+        if os.path.abspath(p) not in named and not (str(p.parent) == top and p.name in COMPANIONS)
     ]
 
 
@@ -608,6 +792,44 @@ PARITY = {
     "output_sha256": _SHA,
 }
 PARITY_VERSIONS = ("torch", "diffusers", "transformers")
+# A LoRA entry (`"type": "lora"`): what the LoRA file was, the base it went on, the file written.
+LORA_ENTRY = {
+    "type": Field((str,), choices=("lora",)),
+    "name": _STR,
+    "description": _STR,
+    "license": _OPT_STR,
+    "sources": _LIST,
+    "base": _DICT,
+    "scale": _NUMBER,
+    "outputs": _LIST,
+    "convert": _DICT,
+    "parity": Field((dict,), nullable=True),
+    "zoo_version": _STR,
+    "unknown": _DICT,
+}
+LORA_SOURCE = {
+    **LOCAL_SOURCE,
+    "role": Field((str,), choices=("lora",)),
+    "format": _STR,
+    "ranks": _LIST,
+    "alpha": _STR,
+}
+LORA_CONFIG_SOURCE = {**LOCAL_SOURCE, "role": Field((str,), choices=("config",))}
+LORA_BASE = {
+    "kind": Field((str,), choices=LORA_BASE_KINDS),
+    "source": _OPT_STR,
+    "family": _STR,
+    "models": _LIST,
+    "unknown": _DICT,
+}
+LORA_BASE_MODEL = {"component": _STR, "conversion": _STR, "config_sha256": _SHA, "keymap_sha256": _SHA}
+LORA_CONVERT = {
+    "source": _STR,
+    "base": _OPT_STR,
+    "scale": _NUMBER,
+    "dtype": Field((str,), choices=("keep",)),
+    "unknown": _DICT,
+}
 
 
 def validate_manifest(data: Any) -> list[str]:
@@ -623,7 +845,18 @@ def validate_manifest(data: Any) -> list[str]:
 
 
 def _validate_entry(name: str, entry: Any, kind: str, at: str, problems: list[str]) -> None:
-    if not _fields(entry, ENTRY, at, problems, unknown=True):
+    if isinstance(entry, dict) and entry.get("type", "conversion") not in ENTRY_TYPES:
+        problems.append(f"{at}.type: {entry.get('type')!r} is not one of {', '.join(ENTRY_TYPES)}")
+        return
+    if isinstance(entry, dict) and entry.get("type") == "lora":
+        _validate_lora_entry(name, entry, kind, at, problems)
+        return
+    spec = (
+        {**ENTRY, "type": Field((str,), choices=("conversion",))}
+        if isinstance(entry, dict) and "type" in entry
+        else ENTRY
+    )
+    if not _fields(entry, spec, at, problems, unknown=True):
         return
     if entry["name"] != name:
         problems.append(f"{at}.name: {entry['name']!r} differs from its key")
@@ -648,6 +881,57 @@ def _validate_entry(name: str, entry: Any, kind: str, at: str, problems: list[st
         )
         if _fields(output, spec, f"{at}.outputs[{index}]", problems, unknown=True):
             _check_relative(output["file"], f"{at}.outputs[{index}].file", problems)
+
+
+def _validate_lora_entry(name: str, entry: dict[str, Any], kind: str, at: str, problems: list[str]) -> None:
+    if kind != "output":
+        problems.append(f"{at}.type: a {kind} manifest holds model conversions only, not LoRAs")
+    if not name.startswith(LORA_PREFIX):
+        problems.append(f"{at}: a LoRA entry's name starts with {LORA_PREFIX!r} (registry names never do)")
+    if not _fields(entry, LORA_ENTRY, at, problems, unknown=True):
+        return
+    if entry["name"] != name:
+        problems.append(f"{at}.name: {entry['name']!r} differs from its key")
+    if entry["parity"] is not None:
+        problems.append(f"{at}.parity: must be null for a LoRA ({LORA_PARITY})")
+    sources = entry["sources"]
+    lora_sources = [s for s in sources if isinstance(s, dict) and s.get("role") == "lora"]
+    if len(lora_sources) != 1:
+        problems.append(f"{at}.sources: needs exactly one source with role 'lora' (the LoRA file)")
+    for index, source in enumerate(sources):
+        where = f"{at}.sources[{index}]"
+        if not isinstance(source, dict) or source.get("kind") != "local":
+            problems.append(f"{where}.kind: a LoRA's sources are local files")
+            continue
+        spec = LORA_SOURCE if source.get("role") == "lora" else LORA_CONFIG_SOURCE
+        if _fields(source, spec, where, problems, unknown=True) and spec is LORA_SOURCE:
+            ranks = source["ranks"]
+            if not ranks or not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in ranks):
+                problems.append(f"{where}.ranks: a non-empty list of positive integers")
+    base = entry["base"]
+    if _fields(base, LORA_BASE, f"{at}.base", problems, unknown=True):
+        if (base["kind"] == "memory") != (base["source"] is None):
+            problems.append(f"{at}.base.source: null exactly when the base was a model in memory")
+        if not base["models"]:
+            problems.append(f"{at}.base.models: empty")
+        for index, model in enumerate(base["models"]):
+            _fields(model, LORA_BASE_MODEL, f"{at}.base.models[{index}]", problems)
+    outputs = entry["outputs"]
+    if len(outputs) != 1 or not isinstance(outputs[0], dict) or outputs[0].get("role") != "weights":
+        problems.append(f"{at}.outputs: a LoRA entry has exactly one output, with role 'weights'")
+    else:
+        if _fields(outputs[0], WEIGHTS_OUTPUT, f"{at}.outputs[0]", problems, unknown=True):
+            _check_relative(outputs[0]["file"], f"{at}.outputs[0].file", problems)
+    recipe = entry["convert"]
+    if _fields(recipe, LORA_CONVERT, f"{at}.convert", problems, unknown=True):
+        if recipe["scale"] != entry["scale"]:
+            problems.append(
+                f"{at}.convert.scale: {recipe['scale']} is not the entry's scale {entry['scale']}"
+            )
+        if lora_sources and recipe["source"] != lora_sources[0].get("path"):
+            problems.append(f"{at}.convert.source: not the path of the LoRA source")
+        if isinstance(base, dict) and recipe["base"] != base.get("source"):
+            problems.append(f"{at}.convert.base: not base.source")
 
 
 def _validate_source(source: Any, kind: str, at: str, problems: list[str]) -> None:
@@ -719,6 +1003,9 @@ def _check_relative(file: str, at: str, problems: list[str]) -> None:
 
 
 __all__ = [
+    "ENTRY_TYPES",
+    "LORA_PARITY",
+    "LORA_PREFIX",
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
     "PARITY_NOT_MEASURED",
@@ -726,18 +1013,24 @@ __all__ = [
     "FileCheck",
     "Manifest",
     "Produced",
+    "ProducedLora",
     "check_files",
     "config_sha256",
     "dumps",
     "entry_license",
+    "entry_type",
     "hub_license",
+    "is_lora",
     "locked",
+    "lora_entry",
+    "lora_entry_name",
     "matches",
     "new_manifest",
     "output_entry",
     "read_manifest",
     "recipe_revision",
     "record_convert_run",
+    "record_lora_run",
     "relative",
     "select",
     "source_label",

@@ -15,17 +15,40 @@ from torch import nn
 
 from converters.lora.base import LoraBase, model_base, resolve_base
 from converters.lora.files import write_zoo_lora, zoo_lora_weights
-from converters.lora.formats import LoraFile, read_lora
+from converters.lora.formats import PEFT_CONFIG_NAME, LoraFile, read_lora
 from converters.lora.mapping import MappedLora, map_lora
+from converters.registry import FAMILY_MODULES
 from zoo import fluxion as fl
 from zoo.configs import config_digest
 from zoo.errors import ConfigError
 from zoo.lora import inject_lora
+from zoo.manifest import record_lora_run
 
 
 @dataclass(frozen=True)
 class LoraConversionResult:
-    """What `convert_lora` wrote (or would write, on a dry run)."""
+    """What `convert_lora` wrote (or would write, on a dry run).
+
+    Attributes:
+        source: The LoRA file.
+        source_sha256: Its sha256.
+        source_files: Every file read: the LoRA, and PEFT's `adapter_config.json` when it was used.
+        format: The format found from its keys.
+        alpha: How alpha was found and applied (folded into `lora_up` with the scale).
+        base: The base, in words.
+        family: The base's family.
+        base_kind: What BASE was: `family` (a name), `folder` (a path), `memory` (a LoraBase object).
+        base_source: The family name or the folder as given; None for a base in memory.
+        base_models: For each of our models the LoRA changes: `component`, `conversion` (registry
+            name), `config_sha256`, `keymap_sha256` (as in the output's header metadata).
+        output: The file written (or that would be).
+        sha256: Its sha256 (None on a dry run).
+        bytes: Its size (planned tensor bytes on a dry run).
+        tensors: Tensors in it; params: values in them; dtype: their dtype(s), `+`-joined.
+        entries: LoRA entries placed; layers: layers changed per component; ranks: distinct ranks.
+        scale: The scale folded in.
+        manifest: `OUT/manifest.json`, where the conversion was recorded (None on a dry run).
+    """
 
     source: Path
     source_sha256: str
@@ -41,12 +64,20 @@ class LoraConversionResult:
     ranks: list[int]
     scale: float
     seconds: float
+    params: int
+    dtype: str
+    alpha: str
+    source_files: list[Path]
+    base_kind: str
+    base_source: str | None
+    base_models: list[dict[str, str]]
     dry_run: bool = False
     manifest: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data.update(source=str(self.source), output=str(self.output), seconds=round(self.seconds, 3))
+        data["source_files"] = [str(path) for path in self.source_files]
         data["manifest"] = str(self.manifest) if self.manifest else None
         return data
 
@@ -63,6 +94,9 @@ def convert_lora(
         out: The output folder.
         scale: Folded into the weights, on top of each entry's alpha / rank.
         dry_run: Read, place and check everything; write nothing.
+
+    Unless `dry_run`, the conversion is recorded in `OUT/manifest.json` as the entry `lora/<file stem>`
+    (created, or merged with the entries already there; see `zoo.manifest.record_lora_run`).
 
     Raises:
         FormatError, TensorValueError: The file is not a LoRA zoo reads, or holds bad values.
@@ -82,18 +116,25 @@ def convert_lora(
     if not dry_run:
         output.parent.mkdir(parents=True, exist_ok=True)
         summary = write_zoo_lora(output, mapped)
-    result = _result(lora, mapped, output, summary, started, dry_run)
+    result = _result(lora, mapped, base, output, summary, started, dry_run)
     return result if dry_run else _with_manifest(result)
 
 
 def _result(
-    lora: LoraFile, mapped: MappedLora, output: Path, summary: Any, started: float, dry_run: bool
+    lora: LoraFile,
+    mapped: MappedLora,
+    base: str | Path | LoraBase,
+    output: Path,
+    summary: Any,
+    started: float,
+    dry_run: bool,
 ) -> LoraConversionResult:
     plans = mapped.plans()
     layers: dict[str, int] = {}
     for placed in mapped.placed:
         layers[placed.placement.component] = layers.get(placed.placement.component, 0) + 1
     planned_bytes = sum(_numel(plan.shape) * plan.dtype.itemsize for plan in plans)
+    base_kind, base_source = _base_given(base)
     return LoraConversionResult(
         source=lora.path,
         source_sha256=lora.sha256,
@@ -109,8 +150,67 @@ def _result(
         ranks=mapped.ranks,
         scale=mapped.scale,
         seconds=time.perf_counter() - started,
+        params=sum(_numel(plan.shape) for plan in plans),
+        dtype="+".join(sorted({str(plan.dtype).removeprefix("torch.") for plan in plans})),
+        alpha=alpha_handling(lora),
+        source_files=_source_files(lora),
+        base_kind=base_kind,
+        base_source=base_source,
+        base_models=_base_models(mapped),
         dry_run=dry_run,
     )
+
+
+def _base_given(base: str | Path | LoraBase) -> tuple[str, str | None]:
+    """What BASE was, as `resolve_base` reads it: a family name, else a folder; or a model in memory."""
+    if isinstance(base, LoraBase):
+        return "memory", None
+    if str(base) in FAMILY_MODULES:
+        return "family", str(base)
+    return "folder", str(base)
+
+
+def _base_models(mapped: MappedLora) -> list[dict[str, str]]:
+    """The base's models the LoRA changes, as its header metadata names them (traces are cached)."""
+    models: list[dict[str, str]] = []
+    for model in mapped.base.models:
+        if model.component in mapped.components:
+            index = model.index()
+            models.append(
+                {
+                    "component": model.component,
+                    "conversion": model.conversion.name,
+                    "config_sha256": index.config_sha256,
+                    "keymap_sha256": index.keymap_sha256,
+                }
+            )
+    return models
+
+
+def _source_files(lora: LoraFile) -> list[Path]:
+    """The files the conversion read: the LoRA, and PEFT's adapter_config.json when its alphas came from it."""
+    config = lora.path.parent / PEFT_CONFIG_NAME
+    used_config = lora.format == "peft" and "" in lora.adapter_config and config.is_file()
+    return [lora.path, config] if used_config else [lora.path]
+
+
+def alpha_handling(lora: LoraFile) -> str:
+    """How a file's alphas become each entry's factor (`converters.lora.names.entry_factor`), in words."""
+    settings = [s for s in lora.adapter_config.values() if s]
+    divisor = "sqrt(rank) (rsLoRA)" if any(s.get("use_rslora") for s in settings) else "rank"
+    if settings:
+        where = PEFT_CONFIG_NAME if lora.format == "peft" else "the header's lora_adapter_metadata"
+        fallback = f"lora_alpha / alpha_pattern from {where}: factor alpha / {divisor}"
+    else:
+        fallback = "no alpha: factor 1"
+    stored = sum(1 for entry in lora.entries if entry.alpha_key is not None)
+    if stored == len(lora.entries):
+        how = f"an alpha tensor in every entry: factor alpha / {divisor}"
+    elif stored:
+        how = f"an alpha tensor in {stored} of {len(lora.entries)} entries: factor alpha / {divisor}; the others {fallback}"
+    else:
+        how = fallback
+    return f"{how}; folded into lora_up with the scale"
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -121,17 +221,12 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def record_lora_in_manifest(result: LoraConversionResult) -> Path | None:
-    """HOOK, not wired yet: record a converted LoRA in `OUT/manifest.json`.
+    """Record a converted LoRA in `OUT/manifest.json` beside its output, as the entry `lora/<file stem>`.
 
-    `zoo.manifest` (v1) describes model outputs only: an entry needs a registry name `zoo verify
-    --reproduce` can convert again, a model target with its config, and one key map. A LoRA has none
-    of these (its key is the source file, its target is a base of one or two models), so writing one
-    now would make `zoo verify` fail on the whole folder. When the manifest gains a LoRA entry kind,
-    call it here with `result.to_dict()` (source path and sha256, output file, sha256, size, tensors,
-    base family, source format, ranks, scale): returns the manifest's path.
+    Entries already there (model conversions, other LoRAs) are kept; the update is locked and atomic,
+    like `zoo convert`'s. Returns the manifest's path, or None for a dry run (nothing to record).
     """
-    del result
-    return None
+    return record_lora_run(result)
 
 
 def _with_manifest(result: LoraConversionResult) -> LoraConversionResult:
@@ -193,4 +288,11 @@ def load_lora(
     return LoadedLora(lora_name, lora.format, component, len(adapters), skipped, scale, adapters)
 
 
-__all__ = ["LoadedLora", "LoraConversionResult", "convert_lora", "load_lora", "record_lora_in_manifest"]
+__all__ = [
+    "LoadedLora",
+    "LoraConversionResult",
+    "alpha_handling",
+    "convert_lora",
+    "load_lora",
+    "record_lora_in_manifest",
+]

@@ -36,6 +36,8 @@ def convert_lora(file: Path, base: str, out: Path, scale: float, dry_run: bool, 
     diffusers, PEFT). Every entry must land on exactly one layer of the base, or nothing is written.
     Keys name chain layers (`unet.<path>.lora_down.weight`), alpha / rank and --scale are folded in,
     and the same input gives the same bytes. Load it with `converters.lora.load_lora(model, FILE)`.
+    The run is recorded in OUT/manifest.json as the entry `lora/<FILE stem>` (not with --dry-run):
+    `zoo verify OUT --hashes --reproduce` checks the file and converts it again to compare.
 
     \b
     Examples:
@@ -62,6 +64,8 @@ def convert_lora(file: Path, base: str, out: Path, scale: float, dry_run: bool, 
     click.echo(table(("format", "base", "entries", "layers", "rank", "bytes", "sha256", "time"), [row]))
     if not dry_run:
         click.echo(f"written to {result.output}")
+    if result.manifest is not None:
+        click.echo(f"recorded in {result.manifest}")
 
 
 __all__ = ["convert_lora"]

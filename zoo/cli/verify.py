@@ -40,15 +40,18 @@ def verify(
 ) -> None:
     """Verify outputs against their manifest; exits 1 on any mismatch, naming the file or tensor.
 
-    TARGETS are entry names (`sdxl`, `sdxl.unet`, looked up in OUT/manifest.json), output folders
-    holding a manifest.json, component folders (`OUT/sdxl.unet`) or manifest files
-    (`manifests/sdxl.json`, whose outputs are looked for under --out). No target: all of OUT.
+    TARGETS are entry names (`sdxl`, `sdxl.unet`, `lora/style`, looked up in OUT/manifest.json),
+    output folders holding a manifest.json, component folders (`OUT/sdxl.unet`), converted LoRA files
+    (`out/lora/style.safetensors`) or manifest files (`manifests/sdxl.json`, whose outputs are looked
+    for under --out). No target: all of OUT. LoRA entries are reproduced with `zoo convert lora`;
+    their parity is not applicable here (the test suite measures it against peft/diffusers).
 
     \b
     Examples:
       zoo verify                                   # hashes of everything in out/
       zoo verify sd15 --reproduce --parity --strict
       zoo verify out/sd15.autoencoder --parity --record
+      zoo verify out/lora --hashes --reproduce     # LoRAs written by `zoo convert lora`
     """
     from converters.verify import verify as run_verify
 
