@@ -35,32 +35,18 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# From /work/shared/reference/MODELS.md (`stabilityai/stable-diffusion-xl-base-1.0`, unet/config.json).
-SDXL_UNET_CONFIG: dict[str, Any] = {
-    "in_channels": 4,
-    "out_channels": 4,
-    "sample_size": 128,
-    "layers_per_block": 2,
-    "block_out_channels": [320, 640, 1280],
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "transformer_layers_per_block": [1, 2, 10],
-    "attention_head_dim": [5, 10, 20],
-    "cross_attention_dim": 2048,
-    "use_linear_projection": True,
-    "addition_embed_type": "text_time",
-    "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 2816,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "act_fn": "silu",
-    "upcast_attention": False,
-}
+# MODELS.md's figures for the SDXL UNet; its config comes from the `sdxl.unet` declaration.
 EXPECTED_TENSORS, EXPECTED_VALUES = 1680, 2_567_463_684
 
 Detail = dict[str, Any]
+
+
+def sdxl_unet_config() -> dict[str, Any]:
+    """The full-size upstream UNet config, as `zoo convert sdxl.unet --synthetic full` uses it."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from converters import registry
+
+    return registry.resolve("sdxl.unet")[0].synthetic_configs("full")["unet"]
 
 
 # --- Tasks: each runs in a child process; imports are local so the parent stays light ------------
@@ -85,7 +71,7 @@ def task_build(args: list[str]) -> Detail:
 
     path, seed = Path(args[0]), int(args[1])
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**SDXL_UNET_CONFIG)
+        unet = UNet2DConditionModel(**sdxl_unet_config())
     shapes = {name: tuple(tensor.shape) for name, tensor in unet.state_dict().items()}
 
     def random_values(name: str, shape: tuple[int, ...]) -> Callable[[], torch.Tensor]:
@@ -250,7 +236,7 @@ def ensure_source(cache: Path, seed: int) -> tuple[Path, Measurement | None, str
     """Returns the cached synthetic checkpoint, its build measurement (None if reused) and sha256."""
     folder = cache / f"sdxl-unet-fp16-seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(SDXL_UNET_CONFIG))
+    (folder / "config.json").write_text(json.dumps(sdxl_unet_config()))
     path = folder / "diffusion_pytorch_model.safetensors"
     sidecar = path.with_suffix(".json")
     # The writer is atomic, so an existing file is complete; the sidecar holds its digest.

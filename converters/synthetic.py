@@ -37,7 +37,17 @@ def write_synthetic_pipeline(
     return folder
 
 
+def _quiet_upstream_progress_bars() -> None:
+    # save_pretrained draws a "Writing model shards" bar per model; ours reports what matters.
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _write_part(part: UpstreamPart, config: dict[str, object], folder: Path, size: Size, seed: int) -> None:
+    _quiet_upstream_progress_bars()
     torch.manual_seed(seed)
     model = part.build(dict(config))
     if size == "full":

@@ -121,4 +121,6 @@ def convert(
         for warning in result.warnings:
             click.echo(f"warning: {result.name}: {warning}", err=True)
     if not dry_run:
-        click.echo(f"written to {out}/<component>/ (model.safetensors, config.json)")
+        click.echo(
+            f"written to {out}/<component>/ (model.safetensors, config.json); manifest {out}/manifest.json"
+        )
