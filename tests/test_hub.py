@@ -8,10 +8,10 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from hf_cache import add_to_cache
 from huggingface_hub import constants
 
 from converters import sd15
@@ -25,24 +25,6 @@ from zoo.manifest import read_manifest
 REPO = "org/model"
 REV_A = "a" * 40
 REV_B = "b" * 40
-
-
-def add_to_cache(
-    cache: Path, repo: str, revision: str, files: Mapping[str, bytes], *, main: bool = False
-) -> Path:
-    """Files into an HF cache, real layout: blobs by content hash, snapshot symlinks, refs/main."""
-    storage = cache / f"models--{repo.replace('/', '--')}"
-    for name, content in files.items():
-        blob = storage / "blobs" / hashlib.sha256(content).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(content)
-        link = storage / "snapshots" / revision / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    if main:
-        (storage / "refs").mkdir(parents=True, exist_ok=True)
-        (storage / "refs" / "main").write_text(revision)
-    return storage / "snapshots" / revision
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol
 
 from zoo import __version__
 from zoo.errors import ConfigError, FormatError, HashMismatchError
-from zoo.hub import COMMIT, SHA256, cached_file_origin, cached_path, sha256_file
+from zoo.hub import COMMIT, SHA256, Pin, cached_file_origin, cached_path, sha256_file
 from zoo.loading import CONFIG_NAME, WEIGHTS_NAME
 
 MANIFEST_NAME = "manifest.json"
@@ -119,19 +119,9 @@ class ProducedLora(Protocol):
     def dry_run(self) -> bool: ...
 
 
-class DeclaredPin(Protocol):
-    """A pinned upstream file (`converters.declaration.PinnedFile`)."""
+class DeclaredPin(Pin, Protocol):
+    """A pinned upstream file as declared (`converters.declaration.PinnedFile`): a Hub pin plus its licence."""
 
-    @property
-    def repo(self) -> str: ...
-    @property
-    def filename(self) -> str: ...
-    @property
-    def revision(self) -> str | None: ...
-    @property
-    def sha256(self) -> str | None: ...
-    @property
-    def size(self) -> int | None: ...
     @property
     def license(self) -> str | None: ...
     @property

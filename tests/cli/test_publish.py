@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 from click.testing import CliRunner
+from hf_cache import add_to_cache
 from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -30,18 +28,6 @@ TOKEN = "hf_FAKEzooTestToken0123456789abcdef"
 def zoo(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, list(args))
     return result.exit_code, result.stdout, result.stderr
-
-
-def add_to_cache(cache: Path, repo: str, revision: str, files: Mapping[str, bytes]) -> None:
-    """Files into an HF cache, real layout: blobs by content hash, snapshot symlinks."""
-    storage = cache / f"models--{repo.replace('/', '--')}"
-    for name, content in files.items():
-        blob = storage / "blobs" / hashlib.sha256(content).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(content)
-        link = storage / "snapshots" / revision / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
 
 
 @pytest.fixture
