@@ -114,7 +114,7 @@ def task_trace_meta(_args: list[str]) -> Detail:
     from converters.pipeline import trace_conversion
 
     conversion = registry.resolve("sdxl.unet")[0]
-    traced = trace_conversion(conversion, conversion.synthetic_configs("full"))
+    traced = trace_conversion(conversion, conversion.synthetic_configs("full"), use_cache=False)
     # `seconds` of the task includes importing diffusers; this is building both models + tracing.
     return {"entries": len(traced.keymap.entries), "build_and_trace_seconds": round(traced.seconds, 2)}
 

@@ -39,7 +39,9 @@ def trace_named(name: str, source: Path | None = None) -> list[TracedConversion]
                 configs = resolved.configs
         traced.append(
             trace_conversion(
-                conversion, {part.subfolder: configs[part.subfolder] for part in conversion.parts}
+                conversion,
+                {part.subfolder: configs[part.subfolder] for part in conversion.parts},
+                use_cache=False,  # `zoo trace` shows a fresh trace, never a remembered one
             )
         )
     return traced

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from converters import keymap_cache
 from converters.declaration import Conversion, UpstreamConfigs, upstream_model
 from converters.io import TensorPlan, WriteSummary, write_safetensors
 from converters.sources import FolderSource, Source
@@ -42,15 +43,22 @@ class TracedConversion:
     keymap: KeyMap
     model_class: str
     seconds: float
+    from_cache: bool = False
 
 
-def trace_conversion(conversion: Conversion, configs: UpstreamConfigs) -> TracedConversion:
-    """Derive our config, build both models on meta and trace them into a checked key map."""
+def trace_conversion(
+    conversion: Conversion, configs: UpstreamConfigs, use_cache: bool = True
+) -> TracedConversion:
+    """Derive our config, then the key map: from the cache, or by building both models on meta and tracing."""
     started = time.perf_counter()
     config = conversion.derive_config(configs)
     problem = conversion.family_check(config)
     if problem is not None:
         raise ConfigError(f"the source is not a {conversion.name} checkpoint: {problem}")
+    cached = keymap_cache.load(conversion.name, configs) if use_cache else None
+    if cached is not None:
+        seconds = time.perf_counter() - started
+        return TracedConversion(conversion, configs, config, cached.keymap, cached.model_class, seconds, True)
     with torch.device("meta"):
         upstream = upstream_model(conversion, configs)
         target = conversion.build_target(config)
@@ -63,6 +71,8 @@ def trace_conversion(conversion: Conversion, configs: UpstreamConfigs) -> Traced
         conversion.overrides(config),
     )
     model_class = qualified_name(type(target))
+    if use_cache:
+        keymap_cache.store(conversion.name, configs, keymap, model_class)
     return TracedConversion(conversion, configs, config, keymap, model_class, time.perf_counter() - started)
 
 

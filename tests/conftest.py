@@ -17,6 +17,14 @@ def device() -> str:
     return _test_device()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests trace for real: no key map cache (tests of the cache turn it on in a temp folder).
+
+    Set in the environment so the subprocesses tests start inherit it too.
+    """
+    os.environ["ZOO_NO_CACHE"] = "1"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """GPU-marked tests skip cleanly without CUDA."""
     if torch.cuda.is_available():
