@@ -8,6 +8,7 @@ source files ──> upstream tensors (mmap, one at a time) ──> key map ─�
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -165,7 +166,7 @@ def convert_component(
 
 def _blame_source(error: TensorValueError, keymap: KeyMap, tensors: UpstreamTensors) -> TensorValueError:
     """Name the source file and tensor a bad value came from, not only the output tensor."""
-    entry = keymap._by_target.get(error.tensor or "")  # pyright: ignore[reportPrivateUsage]
+    entry = keymap.entry(error.tensor or "")
     if entry is None:
         return error
     source = tensors.tensors[entry.sources[0]]
@@ -180,8 +181,9 @@ def _blame_source(error: TensorValueError, keymap: KeyMap, tensors: UpstreamTens
 def _plans(keymap: KeyMap, tensors: UpstreamTensors, dtype: torch.dtype | None) -> list[TensorPlan]:
     plans: list[TensorPlan] = []
     for target in keymap.target_keys():
-        first_source = keymap._by_target[target].sources[0]  # pyright: ignore[reportPrivateUsage]
-        out_dtype = dtype or tensors.tensors[first_source].dtype
+        entry = keymap.entry(target)
+        assert entry is not None  # target_keys() are exactly the produced keys
+        out_dtype = dtype or tensors.tensors[entry.sources[0]].dtype
         shape = tuple(keymap.target_shapes[target])
         plans.append(TensorPlan(target, shape, out_dtype, _producer(keymap, tensors, target)))
     return plans
@@ -254,8 +256,8 @@ def _result(
     warnings: list[str],
     dry_run: bool,
 ) -> ComponentResult:
-    params = sum(_numel(plan.shape) for plan in plans)
-    nbytes = sum(_numel(plan.shape) * plan.dtype.itemsize for plan in plans)
+    params = sum(math.prod(plan.shape) for plan in plans)
+    nbytes = sum(math.prod(plan.shape) * plan.dtype.itemsize for plan in plans)
     dtypes = sorted({str(plan.dtype).removeprefix("torch.") for plan in plans})
     return ComponentResult(
         name=conversion.name,
@@ -272,13 +274,6 @@ def _result(
         dry_run=dry_run,
         warnings=warnings,
     )
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 __all__ = [

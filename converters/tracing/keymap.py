@@ -342,6 +342,10 @@ class KeyMap:
         """Target key → the entry that produces it."""
         return {target: entry for entry in self.entries for target in entry.targets}
 
+    def entry(self, target: str) -> MapEntry | None:
+        """The entry that produces `target`, if any."""
+        return self._by_target.get(target)
+
     def target_keys(self) -> tuple[str, ...]:
         """Every produced target key, sorted."""
         return tuple(sorted(self._by_target))
