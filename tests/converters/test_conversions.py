@@ -143,3 +143,17 @@ def test_dry_run_writes_nothing(converted: dict[str, ConvertRun], tmp_path: Path
     run = convert("sd15", out=tmp_path, source=str(converted["sd15"].synthetic_source), dry_run=True)
     assert all(result.sha256 is None and result.dry_run for result in run.results)
     assert not any(tmp_path.iterdir())
+
+
+def test_lightning_pickle_checkpoint_converts_to_the_same_bytes(
+    converted_single_file: dict[str, ConvertRun], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    run = converted_single_file["sd15"]
+    ckpt = (
+        tmp_path / "v1-5-tiny.ckpt"
+    )  # the LDM-era layout: a pickle holding {"state_dict": ..., "epoch": ...}
+    torch.save({"state_dict": load_file(str(run.synthetic_source)), "epoch": 3, "global_step": 100}, ckpt)
+    again = convert("sd15", out=tmp_path / "out", source=str(ckpt))
+    assert [r.sha256 for r in again.results] == [r.sha256 for r in run.results]
