@@ -48,6 +48,7 @@ def convert(
     dry_run: bool = False,
     allow_nonfinite: bool = False,
     progress: ProgressFactory | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> ConvertRun:
     """Convert every component `name` designates (a family or one `family.component`).
 
@@ -63,7 +64,9 @@ def convert(
         family = conversions[0].family
         pipeline = registry.pipeline_class(family)
         synthetic_source = out / "synthetic-source" / f"{family}-{synthetic}"
-        write_synthetic_pipeline(registry.family_conversions(family), synthetic, synthetic_source, pipeline)
+        # Only the parts asked for (a full-size UNet is 5 GB to write); a single file holds them all.
+        needed = registry.family_conversions(family) if synthetic_layout == "single-file" else conversions
+        write_synthetic_pipeline(needed, synthetic, synthetic_source, pipeline, report=report)
         if synthetic_layout == "single-file":
             single = synthetic_source.with_suffix(".safetensors")
             synthetic_source = write_synthetic_single_file(synthetic_source, family, single)  # pyright: ignore[reportArgumentType]

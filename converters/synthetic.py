@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,7 +17,12 @@ from converters.sources import find_weights
 
 
 def write_synthetic_pipeline(
-    conversions: Sequence[Conversion], size: Size, folder: Path, pipeline_class: str, seed: int = 0
+    conversions: Sequence[Conversion],
+    size: Size,
+    folder: Path,
+    pipeline_class: str,
+    seed: int = 0,
+    report: Callable[[str], None] | None = None,
 ) -> Path:
     """Write a diffusers-style pipeline folder holding every upstream part the conversions read.
 
@@ -30,11 +36,20 @@ def write_synthetic_pipeline(
         for part in conversion.parts:
             if part.subfolder in done:
                 continue
-            _write_part(part, configs[part.subfolder], folder / part.subfolder, size, seed + len(done))
+            if report is not None:
+                report(f"writing synthetic {part.subfolder} ({size} size, {part.library_class})")
+            _write_part(
+                part, configs[part.subfolder], folder / part.subfolder, size, _part_seed(seed, part.subfolder)
+            )
             index[part.subfolder] = part.library_class.split(".", 1)
             done.add(part.subfolder)
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return folder
+
+
+def _part_seed(seed: int, subfolder: str) -> int:
+    """A part's seed depends on its name only, so its weights do not change with what else is written."""
+    return seed * 1_000_003 + zlib.crc32(subfolder.encode())
 
 
 def _quiet_upstream_progress_bars() -> None:

@@ -98,6 +98,7 @@ def convert(
         dry_run=dry_run,
         allow_nonfinite=allow_nonfinite,
         progress=progress,
+        report=None if as_json else lambda line: click.echo(line, err=True),
     )
     if as_json:
         emit_json(run.to_dict())
