@@ -17,6 +17,7 @@ from torch import nn
 
 from converters.tracing import Overrides
 from zoo.fluxion import Chain
+from zoo.hub import WEIGHT_NAMES
 
 Shape = tuple[int, ...]
 UpstreamConfigs = Mapping[str, dict[str, Any]]  # subfolder -> config.json content
@@ -73,7 +74,7 @@ class UpstreamPart:
     library_class: str
     build: Callable[[dict[str, Any]], nn.Module]
     normalize_keys: Callable[[Mapping[str, Shape]], KeyNormalization] = identity_keys
-    weight_names: tuple[str, ...] = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+    weight_names: tuple[str, ...] = WEIGHT_NAMES
     pinned: PinnedFile | None = None
     hub_key: Callable[[str], str] | None = None
     repo_folder: str | None = None

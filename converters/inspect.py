@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from converters.io import open_checkpoint
 from converters.pipeline import TracedConversion, trace_conversion
 from converters.sources import FolderSource, resolve_source
 from zoo.errors import FormatError
+from zoo.hub import sha256_file
 from zoo.loading import CONFIG_NAME, WEIGHTS_NAME
 from zoo.manifest import MANIFEST_NAME, Manifest, check_files, read_manifest
 
@@ -147,7 +147,7 @@ def inspect_file(path: Path, pattern: str | None = None) -> FileReport:
             tensors=len(shapes),
             params=sum(math.prod(shape) for shape in shapes.values()),
             bytes=_size(path),
-            sha256=sha256_of(path) if path.is_file() else "",
+            sha256=sha256_file(path) if path.is_file() else "",
             dtypes=dict(sorted(dtypes.items())),
             metadata=dict(sorted(reader.metadata.items())),
             family=detect_family(shapes),
@@ -162,15 +162,6 @@ def _size(path: Path) -> int:
         if path.is_dir()
         else path.stat().st_size
     )
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def detect_family(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
@@ -206,4 +197,4 @@ def detect_family(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     return None
 
 
-__all__ = ["FileReport", "describe_conversions", "detect_family", "inspect_file", "sha256_of", "trace_named"]
+__all__ = ["FileReport", "describe_conversions", "detect_family", "inspect_file", "trace_named"]

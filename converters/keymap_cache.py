@@ -16,7 +16,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 from converters.tracing import KeyMap
 from zoo.errors import FormatError
+from zoo.files import write_text_atomic
 
 _PACKAGES = ("zoo", "converters")
 _LIBRARIES = ("torch", "diffusers", "transformers")
@@ -95,10 +95,7 @@ def store(name: str, configs: Any, keymap: KeyMap, model_class: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"name": name, "model_class": model_class, "keymap": keymap.to_dict()})
-        handle, temp = tempfile.mkstemp(prefix=".keymap-", dir=folder)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp, folder / f"{cache_key(name, configs)}.json")
+        write_text_atomic(folder / f"{cache_key(name, configs)}.json", text)
     except OSError:
         return
 

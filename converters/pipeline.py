@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,9 +26,9 @@ from converters.tracing import KeyMap, trace_key_map
 from converters.upstream_tensors import UpstreamTensors, check_against_key_map, open_folder_tensors
 from zoo.configs import config_to_dict, qualified_name
 from zoo.errors import ConfigError, TensorValueError
+from zoo.files import write_text_atomic
+from zoo.loading import CONFIG_NAME, WEIGHTS_NAME
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 OUTPUT_FORMAT = 1
 
 
@@ -224,25 +222,8 @@ def output_config(traced: TracedConversion, plans: list[TensorPlan]) -> dict[str
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON (sorted keys, 2-space indent, trailing newline) via a temp file and a rename."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates 0600; give it the usual permissions
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    """Write JSON (sorted keys, 2-space indent, trailing newline) atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _result(
@@ -277,8 +258,6 @@ def _result(
 
 
 __all__ = [
-    "CONFIG_NAME",
-    "WEIGHTS_NAME",
     "ComponentResult",
     "TracedConversion",
     "convert_component",

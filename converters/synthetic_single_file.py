@@ -33,6 +33,7 @@ from converters.single_file_layouts import (
     VAE_PREFIX,
 )
 from zoo.errors import FormatError
+from zoo.hub import WEIGHT_NAMES
 
 Family = Literal["sdxl", "sd15"]
 Header = Mapping[str, tuple[Shape, torch.dtype]]  # a pipeline component's key -> (shape, dtype)
@@ -46,7 +47,6 @@ COMPONENTS: dict[str, dict[str, str]] = {
     },
     "sd15": {"unet": UNET_PREFIX, "text_encoder": SD15_CLIP_PREFIX, "vae": VAE_PREFIX},
 }
-WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,17 @@ VAE = {
     "norm_num_groups": 32,
 }
 
+# Both families' first text encoder is the same CLIP-L tower, so their tiny twins are the same too.
+CLIP_L = CLIP_COMMON | {
+    "architectures": ["CLIPTextModel"],
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 1,
+    "intermediate_size": 128,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 64,
+}
+
 TINY: dict[str, dict[str, dict[str, Any]]] = {
     "sdxl": {
         "unet": {
@@ -48,16 +59,7 @@ TINY: dict[str, dict[str, dict[str, Any]]] = {
             "projection_class_embeddings_input_dim": 32 + 6 * 256,
             "norm_num_groups": 32,
         },
-        "text_encoder": CLIP_COMMON
-        | {
-            "architectures": ["CLIPTextModel"],
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 1,
-            "intermediate_size": 128,
-            "hidden_act": "quick_gelu",
-            "projection_dim": 64,
-        },
+        "text_encoder": CLIP_L,
         "text_encoder_2": CLIP_COMMON
         | {
             "architectures": ["CLIPTextModelWithProjection"],
@@ -83,16 +85,7 @@ TINY: dict[str, dict[str, dict[str, Any]]] = {
             "use_linear_projection": False,
             "norm_num_groups": 32,
         },
-        "text_encoder": CLIP_COMMON
-        | {
-            "architectures": ["CLIPTextModel"],
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 1,
-            "intermediate_size": 128,
-            "hidden_act": "quick_gelu",
-            "projection_dim": 64,
-        },
+        "text_encoder": CLIP_L,
         "vae": VAE | {"scaling_factor": 0.18215},
     },
 }

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Literal, Protocol
 
 from zoo import __version__
 from zoo.errors import ConfigError, FormatError, HashMismatchError
+from zoo.files import write_text_atomic
 from zoo.hub import COMMIT, SHA256, Pin, cached_file_origin, cached_path, sha256_file
 from zoo.loading import CONFIG_NAME, WEIGHTS_NAME
 
@@ -213,18 +213,7 @@ def write_manifest(path: Path, data: dict[str, Any]) -> None:
     problems = validate_manifest(data)
     if problems:
         raise FormatError(f"refusing to write an invalid manifest: {'; '.join(problems[:3])}", file=path)
-    text = dumps(data)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, dumps(data))
 
 
 def dumps(data: Mapping[str, Any]) -> str:
