@@ -57,7 +57,7 @@ def task_idle(_args: list[str]) -> Detail:
     import safetensors.torch  # noqa: F401
     import torch  # noqa: F401
 
-    import converters.io  # noqa: F401
+    import converters._checkpoints  # noqa: F401
 
     return {}
 
@@ -67,7 +67,7 @@ def task_build(args: list[str]) -> Detail:
     import torch
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
-    from converters.io import TensorPlan, write_safetensors
+    from converters._checkpoints import TensorPlan, write_safetensors
 
     path, seed = Path(args[0]), int(args[1])
     with torch.device("meta"):
@@ -96,8 +96,8 @@ def task_zoo(args: list[str]) -> Detail:
     The whole pipeline: config derivation, meta trace, key map, checks, streaming write.
     """
     from converters import registry
-    from converters.pipeline import convert_component
-    from converters.sources import resolve_source
+    from converters._convert.component import convert_component
+    from converters._convert.sources import resolve_source
 
     conversion = registry.resolve("sdxl.unet")[0]
     out = Path(args[1])
@@ -111,7 +111,7 @@ def task_zoo(args: list[str]) -> Detail:
 def task_trace_meta(_args: list[str]) -> Detail:
     """The full-size SDXL UNet key map: both models built and traced on meta."""
     from converters import registry
-    from converters.pipeline import trace_conversion
+    from converters._convert.component import trace_conversion
 
     conversion = registry.resolve("sdxl.unet")[0]
     traced = trace_conversion(conversion, conversion.synthetic_configs("full"), use_cache=False)
@@ -124,8 +124,8 @@ def task_trace_real(_args: list[str]) -> Detail:
     import torch
 
     from converters import registry
+    from converters._tracing import trace_key_map
     from converters.declaration import upstream_model
-    from converters.tracing import trace_key_map
 
     conversion = registry.resolve("sdxl.unet")[0]
     configs = conversion.synthetic_configs("full")

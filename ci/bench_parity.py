@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from converters import registry
+from converters._checkpoints import TensorPlan, open_checkpoint, write_safetensors
+from converters._convert.component import trace_conversion
+from converters._verify.parity import relative_error
 from converters.declaration import upstream_model
-from converters.io import TensorPlan, open_checkpoint, write_safetensors
-from converters.parity import relative_error
-from converters.pipeline import trace_conversion
 
 
 def peak_rss_gb() -> float:

@@ -25,11 +25,12 @@ from typing import Any
 import torch
 
 from converters import registry
+from converters._convert.component import trace_conversion
 from converters.declaration import Conversion, UpstreamPart
-from converters.pipeline import trace_conversion
+from converters.family import Family
 from zoo import __version__
 from zoo.configs import config_to_dict, qualified_name
-from zoo.loading import CONFIG_NAME, WEIGHTS_NAME
+from zoo.formats import CONFIG_NAME, WEIGHTS_NAME
 from zoo.manifest import (
     PARITY_NOT_MEASURED,
     config_sha256,
@@ -183,10 +184,10 @@ def _require(condition: bool, reason: str) -> None:
 # -- the files --------------------------------------------------------------------------------------
 
 
-def family_manifest(family: str, recorded: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def family_manifest(family: Family, recorded: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """A family's declared manifest, keeping (or adopting) recorded facts that still agree."""
     data = new_manifest("declared")
-    for conversion in (*registry.family_conversions(family), *registry.family_variants(family)):
+    for conversion in family.declared:
         entry = declared_entry(conversion)
         previous = recorded.get(conversion.name)
         if previous is not None:
@@ -200,6 +201,11 @@ def family_manifest(family: str, recorded: Mapping[str, Mapping[str, Any]]) -> d
 
 def _existing(path: Path) -> dict[str, Any]:
     return read_manifest(path).entries if path.exists() else {}
+
+
+def declaring_families() -> list[Family]:
+    """The families with conversions to declare (adapter families like `lora` have none)."""
+    return [family for family in registry.families().values() if family.declared]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(stale), file=sys.stderr)
         return 1
     torch.set_grad_enabled(False)
-    for family in registry.FAMILY_MODULES:
-        path = args.folder / f"{family}.json"
+    for family in declaring_families():
+        path = args.folder / f"{family.name}.json"
         recorded = {**_existing(path), **merged}
         text = dumps(family_manifest(family, recorded))
         if args.check:
@@ -238,7 +244,7 @@ def _check_files(folder: Path) -> list[str]:
 
     problems: list[str] = []
     for path in sorted(folder.glob("*.json")):
-        if path.stem not in registry.FAMILY_MODULES:
+        if path.stem not in {family.name for family in declaring_families()}:
             problems.append(f"{path}: no declared family {path.stem!r}")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from converters.tracing import Overrides
+from converters._tracing import Overrides
 from zoo.fluxion import Chain
 from zoo.hub import WEIGHT_NAMES
 
@@ -120,6 +120,10 @@ class Conversion:
         fp16_warning: Said when converting to float16 is legal for the weights but unsafe at run time.
         family_check: Our derived config -> None when the source belongs to this family, else what
             differs (a wrong-family source is an error, not a silent conversion into the wrong name).
+        upstream_configs_of: Our config -> the upstream configs it derives from (the inverse of
+            `derive_config`), so a model known only by its config (a `zoo.load`ed output, a model in
+            memory) can be traced again, e.g. to place a LoRA's upstream names on it; None when the
+            conversion cannot be inverted.
     """
 
     name: str
@@ -137,6 +141,7 @@ class Conversion:
     single_file: SingleFileLayout | None = None
     fp16_warning: str | None = None
     family_check: Callable[[Any], str | None] = lambda _config: None
+    upstream_configs_of: Callable[[Any], dict[str, dict[str, Any]]] | None = None
 
     @property
     def family(self) -> str:

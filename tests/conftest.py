@@ -1,11 +1,18 @@
-"""Shared fixtures: the test device (ZOO_TEST_DEVICE, default cuda when available else cpu)."""
+"""Shared fixtures: the test device (ZOO_TEST_DEVICE, default cuda when available else cpu), and tiny
+conversions from seeded synthetic sources, made once per session whatever test asks first."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+
+from converters._convert.by_name import ConvertRun, SyntheticLayout, convert
+
+TinyConversions = Callable[..., ConvertRun]
 
 
 def _test_device() -> str:
@@ -15,6 +22,23 @@ def _test_device() -> str:
 @pytest.fixture
 def device() -> str:
     return _test_device()
+
+
+@pytest.fixture(scope="session")
+def tiny_converted(tmp_path_factory: pytest.TempPathFactory) -> TinyConversions:
+    """`tiny_converted(name, layout="diffusers")`: NAME (a family or one conversion) converted from a
+    seeded tiny synthetic source into its own folder, once per session; the result is shared, so tests
+    must not change its files (copy them first)."""
+    runs: dict[tuple[str, str], ConvertRun] = {}
+    root = tmp_path_factory.mktemp("tiny-converted")
+
+    def get(name: str, layout: SyntheticLayout = "diffusers") -> ConvertRun:
+        if (name, layout) not in runs:
+            out = Path(root) / f"{name}-{layout}"
+            runs[name, layout] = convert(name, out=out, synthetic="tiny", synthetic_layout=layout)
+        return runs[name, layout]
+
+    return get
 
 
 def pytest_configure(config: pytest.Config) -> None:

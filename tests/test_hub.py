@@ -15,9 +15,9 @@ from hf_cache import add_to_cache
 from huggingface_hub import constants
 
 from converters import sd15
+from converters._convert.by_name import convert
+from converters._convert.synthetic import write_synthetic_pipeline
 from converters.declaration import PinnedFile
-from converters.run import convert
-from converters.synthetic import write_synthetic_pipeline
 from zoo.errors import HashMismatchError, HubError
 from zoo.hub import cached_file_origin, download_file, download_pinned, download_pipeline_parts, sha256_file
 from zoo.manifest import read_manifest
@@ -132,7 +132,9 @@ def test_hf_home_is_respected_in_a_fresh_process(tmp_path: Path) -> None:
 
 
 def _pipeline_in_cache(cache: Path, tmp_path: Path, revision: str) -> None:
-    folder = write_synthetic_pipeline([sd15.AUTOENCODER], "tiny", tmp_path / "pipeline", sd15.PIPELINE_CLASS)
+    folder = write_synthetic_pipeline(
+        [sd15.AUTOENCODER], "tiny", tmp_path / "pipeline", sd15.FAMILY.pipeline_class
+    )
     files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     add_to_cache(cache, sd15.HUB_REPO, revision, files)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from converters import registry
-from converters.run import convert
+from converters._convert.by_name import convert
 from zoo.configs import config_digest, config_from_dict, import_model_class
 from zoo.hub import COMMIT, SHA256, sha256_file
 from zoo.loading import build_from_config
@@ -49,7 +49,9 @@ def _entries(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_there_is_one_manifest_per_declared_family() -> None:
-    assert [path.stem for path in REPO_MANIFESTS] == sorted(registry.FAMILY_MODULES)
+    assert [path.stem for path in REPO_MANIFESTS] == sorted(
+        name for name, family in registry.families().items() if family.declared
+    )
     names = {name for name, _ in _entries(REPO_MANIFESTS)}
     assert names == set(registry.all_conversions())
 

@@ -7,6 +7,7 @@ is a bug.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -57,6 +58,12 @@ class HubError(ZooError):
     """Download or publication through the Hugging Face Hub failed."""
 
 
+def few(items: Sequence[str], shown: int = 5, separator: str = ", ") -> str:
+    """The first `shown` items of a list for a message, and how many more there are."""
+    more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+    return separator.join(items[:shown]) + more
+
+
 __all__ = [
     "ConfigError",
     "CoverageError",
@@ -65,4 +72,5 @@ __all__ = [
     "HubError",
     "TensorValueError",
     "ZooError",
+    "few",
 ]

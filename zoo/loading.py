@@ -11,9 +11,7 @@ from safetensors.torch import load_file
 
 from zoo.configs import config_from_dict, import_model_class
 from zoo.errors import FormatError
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+from zoo.formats import CONFIG_NAME, WEIGHTS_NAME
 
 
 def read_output_config(folder: Path) -> dict[str, Any]:
@@ -62,4 +60,4 @@ def load(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtyp
     return model.eval()
 
 
-__all__ = ["build_from_config", "load", "read_output_config"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "build_from_config", "load", "read_output_config"]

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 import zoo.fluxion as fl
-from zoo.errors import ConfigError, CoverageError, FormatError, TensorValueError
+from zoo.errors import ConfigError, CoverageError, FormatError, TensorValueError, few
 
 DOWN_SUFFIX = ".lora_down.weight"
 UP_SUFFIX = ".lora_up.weight"
@@ -56,13 +56,13 @@ def split_lora_weights(weights: Mapping[str, torch.Tensor]) -> dict[str, LoraLay
     stray = sorted(key for key in weights if not key.endswith((DOWN_SUFFIX, UP_SUFFIX)))
     if stray:
         raise FormatError(
-            f"{len(stray)} key(s) are not `<layer path>{DOWN_SUFFIX}` / `{UP_SUFFIX}`: {_few(stray)}",
+            f"{len(stray)} key(s) are not `<layer path>{DOWN_SUFFIX}` / `{UP_SUFFIX}`: {few(stray, 8, '; ')}",
             tensor=stray[0],
         )
     paths = {key.removesuffix(DOWN_SUFFIX).removesuffix(UP_SUFFIX) for key in weights}
     unpaired = sorted(p for p in paths if p + DOWN_SUFFIX not in weights or p + UP_SUFFIX not in weights)
     if unpaired:
-        raise FormatError(f"{len(unpaired)} layer(s) lack their down or up half: {_few(unpaired)}")
+        raise FormatError(f"{len(unpaired)} layer(s) lack their down or up half: {few(unpaired, 8, '; ')}")
     return {
         path: LoraLayerWeights(path, weights[path + DOWN_SUFFIX], weights[path + UP_SUFFIX])
         for path in sorted(paths)
@@ -190,7 +190,7 @@ def inject_lora(
     problems += [p for path, site in sites.items() if (p := _problem(site, layers[path])) is not None]
     if problems:
         raise CoverageError(
-            f"LoRA {name!r} does not fit the model: {len(problems)} problem(s): {_few(problems)}"
+            f"LoRA {name!r} does not fit the model: {len(problems)} problem(s): {few(problems, 8, '; ')}"
         )
     loras = {path: _build_lora(name, site.layer, layers[path], scale) for path, site in sites.items()}
     return [_place(sites[path], lora) for path, lora in loras.items()]
@@ -295,11 +295,6 @@ def _fuse_into(adapter: fl.LoraAdapter, loras: list[fl.Lora], record: FusedLoras
         adapter.remove_lora(lora.name)
     if not adapter.loras:
         adapter.eject()
-
-
-def _few(items: Sequence[str], shown: int = 8) -> str:
-    more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
-    return "; ".join(items[:shown]) + more
 
 
 __all__ = [

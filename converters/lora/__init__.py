@@ -1,5 +1,6 @@
-"""LoRAs for the SD 1.5 and SDXL families: read kohya / LyCORIS LoCon / diffusers / PEFT files, place
-each entry on a layer of our chain models by name, and write them in our format or inject them.
+"""LoRAs, as an adapter family: read kohya / LyCORIS LoCon / diffusers / PEFT files, place each entry
+on a layer of our chain models by name, and write them in our format or inject them. They fit the
+families that declare `lora_parts` (the upstream parts LoRA files name).
 
     read_lora(file)          -> LoraFile      format found from the keys, entries checked
     resolve_base(base)       -> LoraBase      a family, a `zoo convert` output, a pipeline folder
@@ -8,6 +9,7 @@ each entry on a layer of our chain models by name, and write them in our format 
     load_lora(model, file, name=..., scale=...)   straight into a chain model (`zoo.lora` at run time)
 """
 
+from converters.family import Family
 from converters.lora.base import LoraBase, Placement, model_base, resolve_base
 from converters.lora.convert import (
     LoadedLora,
@@ -19,8 +21,20 @@ from converters.lora.convert import (
 from converters.lora.files import lora_metadata, write_zoo_lora, zoo_lora_weights
 from converters.lora.formats import SUPPORTED, ZOO_FORMAT, LoraEntry, LoraFile, LoraFormat, read_lora
 from converters.lora.mapping import MappedLora, PlacedEntry, map_lora
+from converters.lora.recognizers import RECOGNIZERS
+from converters.registry import register
+
+FAMILY = register(
+    Family(
+        name="lora",
+        description="LoRA files (kohya/A1111, LyCORIS LoCon, diffusers, PEFT) for families with lora_parts",
+        conversions=(),
+        recognizers=RECOGNIZERS,
+    )
+)
 
 __all__ = [
+    "FAMILY",
     "SUPPORTED",
     "ZOO_FORMAT",
     "LoadedLora",

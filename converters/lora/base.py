@@ -1,8 +1,9 @@
 """The base a LoRA goes on, and where each upstream module sits in our chain models.
 
-A base is a family's UNet and text encoder(s) with their upstream configs, taken from the family's
-full-size configs (`sdxl`, `sd15`), a converted output folder (our configs, turned back into upstream
-ones), a diffusers pipeline folder, or a chain model in memory. Where each upstream module sits in our
+A base is a family's models that LoRAs change (the conversions holding its `lora_parts`) with their
+upstream configs, taken from the family's full-size configs (the family's name), a converted output
+folder (our configs, turned back into upstream ones by `Conversion.upstream_configs_of`), a diffusers
+pipeline folder, or a chain model in memory. Where each upstream module sits in our
 chain comes from the declared conversion's traced key map (built on meta, cached per config digest):
 `down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q` -> `DownBlocks.Chain_5...Distribute.Linear_1`.
 """
@@ -20,21 +21,16 @@ import torch
 from torch import nn
 
 from converters import registry
+from converters._convert.component import trace_conversion
+from converters._convert.sources import FolderSource, read_config, resolve_source
+from converters._tracing.keymap import Identity, Reshape
 from converters.declaration import Conversion, upstream_model, upstream_prefix
-from converters.derive.clip import upstream_clip_text_config
-from converters.derive.unet import diffusers_unet_config
-from converters.sources import FolderSource, read_config, resolve_source
-from converters.tracing.keymap import Identity, Reshape
+from converters.family import Family
 from zoo import fluxion as fl
 from zoo.configs import config_digest, config_from_dict, import_model_class
 from zoo.errors import ConfigError
-from zoo.foundationals.clip.text_encoder import CLIPTextEncoderConfig
-from zoo.foundationals.latent_diffusion.text_encoders import SDXLTextEncoderConfig
-from zoo.foundationals.latent_diffusion.unet import UNetConfig
-from zoo.loading import CONFIG_NAME, read_output_config
-
-LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
-"""What LoRA files name their parts: the upstream pipeline's folders."""
+from zoo.formats import CONFIG_NAME
+from zoo.loading import read_output_config
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,9 @@ class BaseModel:
 
     @property
     def lora_components(self) -> tuple[str, ...]:
-        return tuple(part.subfolder for part in self.conversion.parts if part.subfolder in LORA_COMPONENTS)
+        """The parts LoRA files name (the upstream subfolders), of this model."""
+        lora_parts = registry.family_of(self.conversion).lora_parts
+        return tuple(part.subfolder for part in self.conversion.parts if part.subfolder in lora_parts)
 
     def prefix(self, lora_component: str) -> str:
         part = next(part for part in self.conversion.parts if part.subfolder == lora_component)
@@ -122,8 +120,6 @@ class LoraBase:
 @functools.lru_cache(maxsize=32)
 def _index(name: str, configs_json: str) -> PlacementIndex:
     """Trace the conversion on meta and keep where every upstream Linear/Conv2d weight lands (cached)."""
-    from converters.pipeline import trace_conversion
-
     conversion = registry.resolve(name)[0]
     traced = trace_conversion(conversion, json.loads(configs_json))
     with torch.device("meta"):
@@ -170,42 +166,40 @@ def _placement(component: str, model: fl.Chain, targets: tuple[str, ...], transf
 # -- resolving a base ---------------------------------------------------------------------------------
 
 
-def _lora_conversions(family: str) -> list[Conversion]:
-    return [
-        c for c in registry.family_conversions(family) if any(p.subfolder in LORA_COMPONENTS for p in c.parts)
-    ]
+def _lora_family(name: str) -> Family:
+    found = registry.family(name)
+    if not found.lora_parts:
+        raise ConfigError(f"family {found.name!r} declares no parts LoRAs may target", hint=base_hint())
+    return found
 
 
 def family_base(family: str) -> LoraBase:
     """A family at its full-size upstream configs."""
-    models = tuple(BaseModel(c, c.synthetic_configs("full")) for c in _lora_conversions(family))
-    return LoraBase(family, models, f"{family} (full-size configs)")
-
-
-def upstream_configs_of(config: object) -> dict[str, dict[str, Any]]:
-    """Our config -> the upstream configs it converts from (the inverse of the declared derivations)."""
-    if isinstance(config, UNetConfig):
-        return {"unet": diffusers_unet_config(config)}
-    if isinstance(config, SDXLTextEncoderConfig):
-        return {
-            "text_encoder": upstream_clip_text_config(config.text_encoder),
-            "text_encoder_2": upstream_clip_text_config(config.text_encoder_2),
-        }
-    if isinstance(config, CLIPTextEncoderConfig):
-        return {"text_encoder": upstream_clip_text_config(config)}
-    raise ConfigError(f"LoRAs do not apply to a model with a {type(config).__name__}")
+    found = _lora_family(family)
+    models = tuple(BaseModel(c, c.synthetic_configs("full")) for c in found.lora_conversions())
+    return LoraBase(found.name, models, f"{found.name} (full-size configs)")
 
 
 def base_model_of(config: object, model_class: type) -> BaseModel:
     """The declared conversion that builds `model_class` with this config, with its upstream configs."""
-    upstream = upstream_configs_of(config)
-    for family in registry.FAMILY_MODULES:
-        for conversion in _lora_conversions(family):
+    for family in registry.families().values():
+        for conversion in family.lora_conversions():
             if conversion.build_target is model_class and conversion.family_check(config) is None:
-                if conversion.derive_config(upstream) != config:
-                    raise ConfigError(f"our {type(config).__name__} does not map back to an upstream config")
-                return BaseModel(conversion, upstream)
-    raise ConfigError(f"no declared conversion builds a {model_class.__name__} with this config")
+                return BaseModel(conversion, _upstream_configs(conversion, config))
+    raise ConfigError(
+        f"no declared conversion that LoRAs fit builds a {model_class.__name__} with this config"
+    )
+
+
+def _upstream_configs(conversion: Conversion, config: object) -> dict[str, dict[str, Any]]:
+    if conversion.upstream_configs_of is None:
+        raise ConfigError(
+            f"{conversion.name} cannot turn our {type(config).__name__} back into upstream configs"
+        )
+    upstream = conversion.upstream_configs_of(config)
+    if conversion.derive_config(upstream) != config:
+        raise ConfigError(f"our {type(config).__name__} does not map back to an upstream config")
+    return upstream
 
 
 def model_base(model: nn.Module) -> LoraBase:
@@ -234,17 +228,15 @@ def _output_base(folders: list[Path], described: Path) -> LoraBase:
 
 def _pipeline_base(folder: Path) -> LoraBase:
     index = read_config(folder / "model_index.json")
-    families = [f for f in registry.FAMILY_MODULES if registry.pipeline_class(f) == index.get("_class_name")]
+    pipeline = index.get("_class_name")
+    families = [f for f in registry.families().values() if f.lora_parts and f.pipeline_class == pipeline]
     if not families:
         raise ConfigError(
-            f"no declared family uses the pipeline class {index.get('_class_name')!r}",
-            file=folder / "model_index.json",
+            f"no family that LoRAs fit uses the pipeline class {pipeline!r}", file=folder / "model_index.json"
         )
-    models = tuple(
-        BaseModel(conversion, _folder_configs(conversion, folder))
-        for conversion in _lora_conversions(families[0])
-    )
-    return LoraBase(families[0], models, f"{families[0]} pipeline {folder}")
+    found = families[0]
+    models = tuple(BaseModel(c, _folder_configs(c, folder)) for c in found.lora_conversions())
+    return LoraBase(found.name, models, f"{found.name} pipeline {folder}")
 
 
 def _folder_configs(conversion: Conversion, folder: Path) -> dict[str, dict[str, Any]]:
@@ -255,18 +247,19 @@ def _folder_configs(conversion: Conversion, folder: Path) -> dict[str, dict[str,
 
 def _lora_outputs(folder: Path) -> list[Path]:
     """Component folders under an output folder holding a model a LoRA can change."""
+    names = {c.name for family in registry.families().values() for c in family.lora_conversions()}
     found = []
     for child in sorted(folder.iterdir()):
         if (child / CONFIG_NAME).is_file():
             data = json.loads((child / CONFIG_NAME).read_text(encoding="utf-8"))
-            if isinstance(data, dict) and data.get("component", "").rpartition(".")[2] in LORA_COMPONENTS:
+            if isinstance(data, dict) and data.get("component") in names:
                 found.append(child)
     return found
 
 
 def resolve_base(base: str | Path) -> LoraBase:
-    """`sdxl` / `sd15`, a converted output folder (one component or several), or a pipeline folder."""
-    if str(base) in registry.FAMILY_MODULES:
+    """A family's name, a converted output folder (one component or several), or a pipeline folder."""
+    if is_family_name(str(base)):
         return family_base(str(base))
     path = Path(base)
     if (path / "model_index.json").is_file():
@@ -284,20 +277,36 @@ def resolve_base(base: str | Path) -> LoraBase:
     raise ConfigError(
         f"cannot use {str(base)!r} as a LoRA base",
         file=path if path.exists() else None,
-        hint=f"pass a family ({', '.join(registry.FAMILY_MODULES)}), a `zoo convert` output folder, "
-        "or a diffusers pipeline folder",
+        hint=base_hint(),
     )
 
 
+def lora_families() -> list[str]:
+    """The families LoRAs fit."""
+    return [name for name, family in registry.families().items() if family.lora_parts]
+
+
+def is_family_name(base: str) -> bool:
+    """Whether BASE names a family LoRAs fit (rather than a folder)."""
+    return base.replace("-", "_") in lora_families()
+
+
+def base_hint() -> str:
+    """What BASE may be, with the families LoRAs fit."""
+    families = ", ".join(lora_families())
+    return f"pass a family ({families}), a `zoo convert` output folder, or a diffusers pipeline folder"
+
+
 __all__ = [
-    "LORA_COMPONENTS",
     "BaseModel",
     "LoraBase",
     "Placement",
     "PlacementIndex",
+    "base_hint",
     "base_model_of",
     "family_base",
+    "is_family_name",
+    "lora_families",
     "model_base",
     "resolve_base",
-    "upstream_configs_of",
 ]

@@ -1,11 +1,12 @@
 """The two things people do with a LoRA file: convert it to our format, or load it into a model.
 
-convert_lora("style.safetensors", "sdxl", out=Path("out/lora"))       # -> out/lora/style.safetensors
+convert_lora("style.safetensors", Path("out"), out=Path("out/lora"))  # base: a `zoo convert` output folder
 load_lora(unet, "style.safetensors", name="style", scale=0.8)          # any supported format
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,16 +14,15 @@ from typing import Any
 
 from torch import nn
 
-from converters.lora.base import LoraBase, model_base, resolve_base
+from converters.lora.base import LoraBase, is_family_name, model_base, resolve_base
 from converters.lora.files import write_zoo_lora, zoo_lora_weights
 from converters.lora.formats import PEFT_CONFIG_NAME, LoraFile, read_lora
 from converters.lora.mapping import MappedLora, map_lora
-from converters.registry import FAMILY_MODULES
+from converters.lora.record import record_lora_run
 from zoo import fluxion as fl
 from zoo.configs import config_digest
 from zoo.errors import ConfigError
 from zoo.lora import inject_lora
-from zoo.manifest import record_lora_run
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def convert_lora(
         dry_run: Read, place and check everything; write nothing.
 
     Unless `dry_run`, the conversion is recorded in `OUT/manifest.json` as the entry `lora/<file stem>`
-    (created, or merged with the entries already there; see `zoo.manifest.record_lora_run`).
+    (created, or merged with the entries already there; see `converters.lora.record.record_lora_run`).
 
     Raises:
         FormatError, TensorValueError: The file is not a LoRA zoo reads, or holds bad values.
@@ -133,7 +133,7 @@ def _result(
     layers: dict[str, int] = {}
     for placed in mapped.placed:
         layers[placed.placement.component] = layers.get(placed.placement.component, 0) + 1
-    planned_bytes = sum(_numel(plan.shape) * plan.dtype.itemsize for plan in plans)
+    planned_bytes = sum(math.prod(plan.shape) * plan.dtype.itemsize for plan in plans)
     base_kind, base_source = _base_given(base)
     return LoraConversionResult(
         source=lora.path,
@@ -150,7 +150,7 @@ def _result(
         ranks=mapped.ranks,
         scale=mapped.scale,
         seconds=time.perf_counter() - started,
-        params=sum(_numel(plan.shape) for plan in plans),
+        params=sum(math.prod(plan.shape) for plan in plans),
         dtype="+".join(sorted({str(plan.dtype).removeprefix("torch.") for plan in plans})),
         alpha=alpha_handling(lora),
         source_files=_source_files(lora),
@@ -165,7 +165,7 @@ def _base_given(base: str | Path | LoraBase) -> tuple[str, str | None]:
     """What BASE was, as `resolve_base` reads it: a family name, else a folder; or a model in memory."""
     if isinstance(base, LoraBase):
         return "memory", None
-    if str(base) in FAMILY_MODULES:
+    if is_family_name(str(base)):
         return "family", str(base)
     return "folder", str(base)
 
@@ -211,13 +211,6 @@ def alpha_handling(lora: LoraFile) -> str:
     else:
         how = fallback
     return f"{how}; folded into lora_up with the scale"
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 def record_lora_in_manifest(result: LoraConversionResult) -> Path | None:

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import torch
 
-from converters.io import WriteSummary, write_safetensors
-from converters.lora.formats import FORMAT_KEY, ZOO_FORMAT, LoraFile
+from converters._checkpoints import WriteSummary, write_safetensors
+from converters.lora.formats import LoraFile
 from converters.lora.mapping import MappedLora
 from zoo.errors import ConfigError, FormatError
+from zoo.formats import FORMAT_KEY, LORA_KEY_PREFIX
+from zoo.formats import LORA_FORMAT as ZOO_FORMAT
 
-PREFIX = "zoo.lora."
+PREFIX = LORA_KEY_PREFIX
 
 
 def lora_metadata(mapped: MappedLora) -> dict[str, str]:

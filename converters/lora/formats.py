@@ -28,15 +28,15 @@ from typing import Any, Literal
 
 import torch
 
-from converters.io import open_checkpoint
+from converters._checkpoints import open_checkpoint
 from zoo.errors import FormatError, TensorValueError
+from zoo.formats import FORMAT_KEY
+from zoo.formats import LORA_FORMAT as ZOO_FORMAT
 from zoo.hub import sha256_file
 
 LoraFormat = Literal["kohya", "lycoris_locon", "diffusers", "peft", "zoo"]
 Role = Literal["down", "up", "alpha"]
 
-ZOO_FORMAT = "zoo.lora/1"
-FORMAT_KEY = "zoo.format"
 DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
 PEFT_CONFIG_NAME = "adapter_config.json"
 SUPPORTED = (
@@ -158,7 +158,7 @@ def unsupported_variant(key: str) -> str | None:
     return next((what for pattern, what in _UNSUPPORTED if pattern.search(key)), None)
 
 
-def detect_format(keys: Sequence[str], file: Path | None = None) -> LoraFormat:
+def detect_lora_format(keys: Sequence[str], file: Path | None = None) -> LoraFormat:
     """The one format every key fits; an error with examples when keys fit none, or several formats."""
     if not keys:
         raise FormatError("the file holds no tensors: not a LoRA", file=file)
@@ -201,7 +201,7 @@ def group_entries(keys: Sequence[str], file: Path | None = None) -> tuple[LoraEn
     groups: dict[tuple[str, str], dict[Role, str]] = {}
     for key in keys:
         found = key_format(key)
-        assert found is not None  # detect_format ran first
+        assert found is not None  # detect_lora_format ran first
         _format, component, name, role = found
         roles = groups.setdefault((component, name), {})
         if role in roles:
@@ -305,7 +305,7 @@ def read_lora(path: str | Path) -> LoraFile:
             return LoraFile(
                 file, "zoo", (), {k: reader.get(k) for k in keys}, metadata, {}, sha256_file(file)
             )
-        format = detect_format(keys, file)
+        format = detect_lora_format(keys, file)
         entries = group_entries(keys, file)
         tensors = {key: reader.get(key) for key in keys}
     check_entries(entries, tensors, file)
@@ -322,7 +322,7 @@ __all__ = [
     "LoraFile",
     "LoraFormat",
     "check_entries",
-    "detect_format",
+    "detect_lora_format",
     "group_entries",
     "key_format",
     "read_lora",

@@ -13,12 +13,11 @@ from functools import partial
 
 import torch
 
-from converters.io import TensorPlan
-from converters.lora.base import LoraBase, Placement, family_base
+from converters._checkpoints import TensorPlan
+from converters.lora.base import LoraBase, Placement, family_base, lora_families
 from converters.lora.formats import LoraEntry, LoraFile
 from converters.lora.names import entry_factor, upstream_module_names
-from converters.registry import FAMILY_MODULES
-from zoo.errors import ConfigError, CoverageError, ZooError
+from zoo.errors import ConfigError, CoverageError, ZooError, few
 from zoo.lora import DOWN_SUFFIX, UP_SUFFIX
 
 
@@ -112,10 +111,11 @@ def _up_shape(placed: PlacedEntry) -> tuple[int, ...]:
 # -- placing ------------------------------------------------------------------------------------------
 
 
-def _candidates(lora_component: str, module: str) -> list[str]:
-    """CLIPTextModel's names lose `text_model.` in transformers 5; files carry either form."""
-    if not lora_component.startswith("text_encoder"):
-        return [module]
+def _candidates(module: str) -> list[str]:
+    """CLIPTextModel's names lose `text_model.` in transformers 5; files carry either form.
+
+    Other models have no module under `text_model.`, so the extra candidates find nothing there.
+    """
     bare = module.removeprefix("text_model.")
     return list(dict.fromkeys([module, bare, f"text_model.{bare}"]))
 
@@ -145,7 +145,7 @@ def _place_one(
     if model is None:
         return f"{where}: {base.description} has no {lora_component}"
     index, prefix = model.index(), model.prefix(lora_component)
-    for candidate in _candidates(lora_component, module):
+    for candidate in _candidates(module):
         if (reason := index.refused.get(prefix + candidate)) is not None:
             return f"{where}: {reason}"
         placement = index.placements.get(prefix + candidate)
@@ -221,7 +221,7 @@ def map_lora(
     if problems:
         raise CoverageError(
             f"{len(problems)} of {len(lora.entries)} LoRA entries cannot be placed on {base.description}: "
-            + _few(problems),
+            + few(problems, 6, "; "),
             file=lora.path,
             hint=_family_hint(lora, base),
         )
@@ -230,7 +230,7 @@ def map_lora(
 
 def _family_hint(lora: LoraFile, base: LoraBase) -> str | None:
     """When every entry's module exists, by name, in another family: say so."""
-    for family in FAMILY_MODULES:
+    for family in lora_families():
         if family == base.family:
             continue
         try:
@@ -250,14 +250,9 @@ def _exists(base: LoraBase, entry: LoraEntry, module: str) -> bool:
         model = base.model_for(component)
         if model is not None:
             names, prefix = model.upstream_modules(), model.prefix(component)
-            if any(prefix + c in names for c in _candidates(component, module)):
+            if any(prefix + c in names for c in _candidates(module)):
                 return True
     return False
-
-
-def _few(items: Sequence[str], shown: int = 6) -> str:
-    more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
-    return "; ".join(items[:shown]) + more
 
 
 __all__ = ["MappedLora", "PlacedEntry", "map_lora"]

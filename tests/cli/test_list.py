@@ -9,7 +9,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from converters import registry
-from converters.run import convert
+from converters._convert.by_name import convert
 from zoo.cli import main
 
 NAME = "sd15.autoencoder"

@@ -14,8 +14,8 @@ from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 
 from converters import sd15
-from converters.run import convert
-from converters.synthetic import write_synthetic_pipeline
+from converters._convert.by_name import convert
+from converters._convert.synthetic import write_synthetic_pipeline
 from zoo.cli import main
 from zoo.manifest import read_manifest, write_manifest
 
@@ -38,7 +38,9 @@ def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    folder = write_synthetic_pipeline([sd15.AUTOENCODER], "tiny", tmp_path / "pipeline", sd15.PIPELINE_CLASS)
+    folder = write_synthetic_pipeline(
+        [sd15.AUTOENCODER], "tiny", tmp_path / "pipeline", sd15.FAMILY.pipeline_class
+    )
     files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     add_to_cache(home / "hub", sd15.HUB_REPO, REVISION, files)
     convert(NAME, out=tmp_path / "out", source=sd15.HUB_REPO, revision=REVISION)

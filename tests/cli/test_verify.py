@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
-import converters.pipeline
-from converters.io import read_header
-from converters.run import convert
+import converters._convert.component
+from converters._checkpoints import read_header
+from converters._convert.by_name import convert
 from zoo.cli import main
 from zoo.hub import sha256_file
 from zoo.manifest import read_manifest, write_manifest
@@ -94,12 +94,12 @@ def test_reproduce_names_the_tensor_a_one_byte_change_hit(out: Path) -> None:
 def test_reproduce_catches_a_nondeterministic_converter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    metadata = converters.pipeline._metadata  # pyright: ignore[reportPrivateUsage]
+    metadata = converters._convert.component._metadata  # pyright: ignore[reportPrivateUsage]
 
     def stamped(traced: Any) -> dict[str, str]:  # a test double: writes the time into the output
         return {**metadata(traced), "converted_at": str(time.time_ns())}
 
-    monkeypatch.setattr(converters.pipeline, "_metadata", stamped)
+    monkeypatch.setattr(converters._convert.component, "_metadata", stamped)
     convert(NAME, out=tmp_path, synthetic="tiny")
     code, stdout, _ = zoo("verify", NAME, "--out", str(tmp_path), "--reproduce", "--json")
     assert code == 1

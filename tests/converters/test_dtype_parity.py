@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from converters import registry
-from converters.parity import DtypeParity, random_weight_parity
+from converters._verify.parity import DtypeParity, random_weight_parity
 
-NAMES = [c.name for family in ("sdxl", "sd15") for c in registry.family_conversions(family)]
+NAMES = [c.name for family in registry.families().values() for c in family.conversions]
 
 
 def _check(result: DtypeParity) -> None:

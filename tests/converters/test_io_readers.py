@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from converters.io import detect_format, open_checkpoint, read_header
+from converters._checkpoints import detect_format, open_checkpoint, read_header
 from zoo.errors import FormatError
 
 F32_ONES = torch.ones(2, dtype=torch.float32).numpy().tobytes()  # 8 bytes
@@ -119,7 +119,7 @@ def test_many_reads_stay_correct_across_handle_reopens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The reader re-opens its safe_open handle every _REMAP_AFTER_BYTES to bound RSS; force it often.
-    monkeypatch.setattr("converters.io.readers._REMAP_AFTER_BYTES", 1)
+    monkeypatch.setattr("converters._checkpoints.readers._REMAP_AFTER_BYTES", 1)
     path = tmp_path / "model.safetensors"
     source = {f"t{index}": torch.full((3,), float(index)) for index in range(5)}
     save_file(source, path)

@@ -1,4 +1,4 @@
-"""The streaming safetensors writer and `convert_file`: exact, deterministic, atomic, strict on values."""
+"""The streaming safetensors writer: exact, deterministic, atomic, strict on values."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from converters.io import TensorPlan, WriteSummary, convert_file, open_checkpoint, write_safetensors
+from converters._checkpoints import TensorPlan, WriteSummary, open_checkpoint, write_safetensors
 from zoo.errors import CoverageError, FormatError, TensorValueError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +137,7 @@ def test_summary_matches_the_file(tmp_path: Path) -> None:
 
 DETERMINISM_SCRIPT = """
 import sys, torch
-from converters.io import TensorPlan, write_safetensors
+from converters._checkpoints import TensorPlan, write_safetensors
 
 def plan(name, shape, dtype, seed):
     generator = torch.Generator().manual_seed(seed)
@@ -282,49 +283,18 @@ def test_refuses_what_safetensors_cannot_hold(
     assert_nothing_written(tmp_path)
 
 
-# --- convert_file ---------------------------------------------------------------------------------
+# --- rewriting a file ------------------------------------------------------------------------------
 
 
-def write_source(path: Path) -> dict[str, torch.Tensor]:
-    source = {
-        "b": seeded(3, 2).to(torch.float16),
-        "a": seeded(4, seed=1),
-        "c": seeded(2, seed=2).to(torch.bfloat16),
-    }
-    write_safetensors(path, [plan_of(name, tensor) for name, tensor in source.items()])
-    return source
+def test_rewriting_a_file_of_ours_reproduces_its_bytes(tmp_path: Path) -> None:
+    source = {"b": seeded(3, 2).to(torch.float16), "a": seeded(4, seed=1), "c": seeded(2, seed=2)}
+    first = write_safetensors(tmp_path / "src.safetensors", [plan_of(n, t) for n, t in source.items()])
+    with open_checkpoint(tmp_path / "src.safetensors") as reader:
+        plans = [TensorPlan(k, reader.shape(k), reader.dtype(k), _getter(reader, k)) for k in reader.keys()]
+        again = write_safetensors(tmp_path / "dst.safetensors", plans)
+    assert again.sha256 == first.sha256
+    assert first.sha256 == hashlib.sha256((tmp_path / "src.safetensors").read_bytes()).hexdigest()
 
 
-def test_identity_conversion_reproduces_the_bytes(tmp_path: Path) -> None:
-    write_source(tmp_path / "src.safetensors")
-    summary = convert_file(
-        tmp_path / "src.safetensors", tmp_path / "dst.safetensors", {"a": "a", "b": "b", "c": "c"}
-    )
-    assert summary.sha256 == hashlib.sha256((tmp_path / "src.safetensors").read_bytes()).hexdigest()
-
-
-def test_converts_names_and_dtype_from_a_pickle(tmp_path: Path) -> None:
-    source = {"model.diffusion_model.x": seeded(2, 2), "model.diffusion_model.y": seeded(3, seed=1)}
-    torch.save({"state_dict": source, "epoch": 1}, tmp_path / "src.ckpt")
-    mapping = {"model.diffusion_model.x": "x", "model.diffusion_model.y": "y"}
-    convert_file(tmp_path / "src.ckpt", tmp_path / "dst.safetensors", mapping, dtype=torch.float16)
-    with open_checkpoint(tmp_path / "dst.safetensors") as reader:
-        assert reader.keys() == ["x", "y"]
-        assert torch.equal(reader.get("y"), source["model.diffusion_model.y"].to(torch.float16))
-
-
-@pytest.mark.parametrize(
-    ("mapping", "match"),
-    [
-        ({"a": "a", "b": "b"}, "1 source tensors the key map does not map: c"),
-        ({"a": "a", "b": "b", "c": "c", "d": "d"}, "1 key map entries with no such source tensor: d"),
-        ({"a": "x", "b": "x", "c": "c"}, "1 key map entries that reuse a target name: b → x"),
-    ],
-    ids=["unmapped", "unknown", "clash"],
-)
-def test_refuses_incomplete_key_maps(tmp_path: Path, mapping: dict[str, str], match: str) -> None:
-    write_source(tmp_path / "src.safetensors")
-    with pytest.raises(CoverageError, match=match) as caught:
-        convert_file(tmp_path / "src.safetensors", tmp_path / "dst.safetensors", mapping)
-    assert caught.value.file == str(tmp_path / "src.safetensors")
-    assert not (tmp_path / "dst.safetensors").exists()
+def _getter(reader: Any, key: str) -> Any:
+    return lambda: reader.get(key)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from converters.tracing import (
+from converters._tracing import (
     IDENTITY,
     Concat,
     Coverage,

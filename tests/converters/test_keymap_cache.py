@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from converters import keymap_cache, registry
-from converters.pipeline import trace_conversion
-from converters.run import convert
+from converters import registry
+from converters._convert import keymap_cache
+from converters._convert.by_name import convert
+from converters._convert.component import trace_conversion
 
 
 @pytest.fixture

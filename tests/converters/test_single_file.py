@@ -23,30 +23,32 @@ import pytest
 import torch
 from torch import nn
 
+from converters import sd15, sdxl
+from converters._checkpoints import TensorPlan, open_checkpoint, write_safetensors
+from converters._convert.sources import SingleFileSource
+from converters._single_file.replay import map_single_file, open_single_file_tensors, single_file_configs
 from converters.declaration import Conversion, SingleFileLayout, UpstreamPart
-from converters.io import TensorPlan, open_checkpoint, write_safetensors
-from converters.single_file import map_single_file, open_single_file_tensors, single_file_configs
-from converters.single_file_layouts import (
-    SD15_AUTOENCODER_LAYOUT,
-    SD15_TEXT_ENCODER_LAYOUT,
-    SD15_UNET_LAYOUT,
-    SDXL_AUTOENCODER_LAYOUT,
-    SDXL_TEXT_ENCODER_LAYOUT,
-    SDXL_UNET_LAYOUT,
-)
-from converters.sources import SingleFileSource
-from converters.synthetic_single_file import original_layout, write_synthetic_single_file
-from converters.tiny_configs import CLIP_COMMON, TINY
+from converters.family import Family
+from converters.sd15 import original as sd15_original
+from converters.sd15.tiny import TINY as SD15_TINY
+from converters.sdxl import original as sdxl_original
+from converters.sdxl.tiny import TINY as SDXL_TINY
+from converters.stable_diffusion.original_writer import original_tensors
+from converters.stable_diffusion.tiny import CLIP_COMMON
 from zoo.errors import ConfigError, CoverageError
 
 # -- tiny pipelines ---------------------------------------------------------------------------------
 
+TINY = {"sdxl": SDXL_TINY, "sd15": SD15_TINY}
+FAMILIES: dict[str, Family] = {"sdxl": sdxl.FAMILY, "sd15": sd15.FAMILY}
+ORIGINAL_FILES = {"sdxl": sdxl_original.ORIGINAL_FILE, "sd15": sd15_original.ORIGINAL_FILE}
+SD15_AUTOENCODER_LAYOUT = sd15_original.AUTOENCODER_LAYOUT
 CONVERSIONS: dict[str, tuple[tuple[str, ...], SingleFileLayout]] = {
-    "sdxl.unet": (("unet",), SDXL_UNET_LAYOUT),
-    "sdxl.text_encoder": (("text_encoder", "text_encoder_2"), SDXL_TEXT_ENCODER_LAYOUT),
-    "sdxl.autoencoder": (("vae",), SDXL_AUTOENCODER_LAYOUT),
-    "sd15.unet": (("unet",), SD15_UNET_LAYOUT),
-    "sd15.text_encoder": (("text_encoder",), SD15_TEXT_ENCODER_LAYOUT),
+    "sdxl.unet": (("unet",), sdxl_original.UNET_LAYOUT),
+    "sdxl.text_encoder": (("text_encoder", "text_encoder_2"), sdxl_original.TEXT_ENCODER_LAYOUT),
+    "sdxl.autoencoder": (("vae",), sdxl_original.AUTOENCODER_LAYOUT),
+    "sd15.unet": (("unet",), sd15_original.UNET_LAYOUT),
+    "sd15.text_encoder": (("text_encoder",), sd15_original.TEXT_ENCODER_LAYOUT),
     "sd15.autoencoder": (("vae",), SD15_AUTOENCODER_LAYOUT),
 }
 
@@ -105,7 +107,9 @@ def _write_pipeline(family: str, folder: Path) -> TinyPipeline:
             model.save_pretrained(folder / sub)  # pyright: ignore[reportCallIssue]
             state_dicts[sub] = {key: value.detach().clone() for key, value in model.state_dict().items()}
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "test"}))
-    single_file = write_synthetic_single_file(folder, family, folder / f"{family}.safetensors")  # pyright: ignore[reportArgumentType]
+    single_file_format = FAMILIES[family].single_file
+    assert single_file_format is not None
+    single_file = single_file_format.write_synthetic(folder, folder / f"{family}.safetensors")
     return TinyPipeline(folder, single_file, state_dicts)
 
 
@@ -350,9 +354,10 @@ def test_a_file_without_the_components_keys_says_what_it_looks_like(
 ) -> None:
     unet_file = pipelines["sdxl"].folder / "unet" / "diffusion_pytorch_model.safetensors"
     with pytest.raises(
-        ConfigError, match=r"reads an SDXL base checkpoint .* looks like sdxl.unet \(diffusers layout\)"
-    ):
+        ConfigError, match=r"looks like an SDXL UNet \(diffusers layout\), not an SDXL base checkpoint"
+    ) as caught:
         single_file_configs(conversion("sdxl.unet"), SingleFileSource(unet_file))
+    assert caught.value.hint is not None and "the folder holding it" in caught.value.hint
 
 
 def test_a_family_shape_rule_broken_is_a_config_error_naming_the_key(
@@ -534,13 +539,13 @@ def full_size_report() -> dict[str, Any]:
                 }
                 for sub, c in configs.items()
             }
-        header = original_layout(family, headers)  # pyright: ignore[reportArgumentType]
+        header = original_tensors(ORIGINAL_FILES[family], headers)
         shapes = {key: tensor.shape for key, tensor in header.items()}
         dtypes = {key: tensor.dtype for key, tensor in header.items()}
         for name in (n for n in CONVERSIONS if n.startswith(f"{family}.")):
             started = time.perf_counter()
             mapped = map_single_file(conversion(name), shapes, dtypes, Path(f"{family}.safetensors"))
-            from converters.single_file import check_upstream_names
+            from converters._single_file.replay import check_upstream_names
 
             check_upstream_names(conversion(name), mapped)
             report["conversions"][name] = {
@@ -590,9 +595,9 @@ def test_full_size_configs_are_the_hub_configs(name: str, subfolder: str, full_s
 
 
 def test_full_size_configs_give_our_full_size_models(full_size: dict[str, Any]) -> None:
-    from converters.derive.autoencoder import derive_autoencoder_config
-    from converters.derive.clip import derive_clip_text_config, derive_sdxl_text_encoder_config
-    from converters.derive.unet import derive_unet_config
+    from converters.stable_diffusion.autoencoder import derive_autoencoder_config
+    from converters.stable_diffusion.clip_text import derive_clip_text_config, derive_sdxl_text_encoder_config
+    from converters.stable_diffusion.unet import derive_unet_config
     from zoo.foundationals.clip.text_encoder import CLIPTextEncoderConfig
     from zoo.foundationals.latent_diffusion.autoencoder import AutoencoderConfig
     from zoo.foundationals.latent_diffusion.text_encoders import SDXLTextEncoderConfig
@@ -620,9 +625,8 @@ if __name__ == "__main__":
 def test_converting_the_single_file_writes_the_same_bytes_as_the_folder(
     pipelines: dict[str, TinyPipeline], tmp_path: Path
 ) -> None:
-    from converters import sd15
-    from converters.pipeline import convert_component
-    from converters.sources import resolve_source
+    from converters._convert.component import convert_component
+    from converters._convert.sources import resolve_source
 
     declared = replace(sd15.AUTOENCODER, single_file=SD15_AUTOENCODER_LAYOUT)
     pipeline = pipelines["sd15"]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.tracing import (
+from converters._tracing import (
     KeyMap,
     MapEntry,
     Overrides,
@@ -22,7 +22,7 @@ from converters.tracing import (
     trace,
     trace_key_map,
 )
-from converters.tracing.report import MARKER
+from converters._tracing.report import MARKER
 from zoo.errors import CoverageError
 
 Run = Callable[[nn.Module], object]

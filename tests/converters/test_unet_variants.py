@@ -16,9 +16,9 @@ import torch
 
 import zoo
 from converters import registry
-from converters.parity import measure_parity
-from converters.run import convert
-from converters.sources import resolve_source
+from converters._convert.by_name import convert
+from converters._convert.sources import resolve_source
+from converters._verify.parity import measure_parity
 
 REFINER_LIKE = {
     "block_out_channels": [32, 64, 64, 64],

@@ -14,7 +14,8 @@ import torch
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
-from converters.derive.autoencoder import (
+from converters._tracing import KeyMap, trace_key_map
+from converters.stable_diffusion.autoencoder import (
     UPSTREAM_DEFAULTS,
     autoencoder_example_inputs,
     derive_autoencoder_config,
@@ -24,7 +25,6 @@ from converters.derive.autoencoder import (
     upstream_autoencoder_config,
     vae_tensor_getter,
 )
-from converters.tracing import KeyMap, trace_key_map
 from zoo.errors import ConfigError, FormatError
 from zoo.foundationals.latent_diffusion.autoencoder import AutoencoderConfig, LatentDiffusionAutoencoder
 

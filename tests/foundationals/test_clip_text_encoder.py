@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from converters.derive.clip import (
+from converters._tracing import KeyMap, trace_key_map
+from converters.stable_diffusion.clip_text import (
     CLIP_TEXT_OVERRIDES,
     POSITION_IDS_REASON,
     derive_clip_text_config,
@@ -19,7 +20,6 @@ from converters.derive.clip import (
     upstream_clip_text_config,
     upstream_clip_text_model,
 )
-from converters.tracing import KeyMap, trace_key_map
 from zoo.errors import ConfigError, FormatError
 from zoo.foundationals.clip.text_encoder import CLIPTextEncoder, CLIPTextEncoderConfig
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from converters.derive.clip import (
+from converters._tracing import KeyMap, trace_key_map
+from converters.stable_diffusion.clip_text import (
     SDXL_TEXT_OVERRIDES,
     derive_clip_text_config,
     derive_sdxl_text_encoder_config,
@@ -21,7 +22,6 @@ from converters.derive.clip import (
     upstream_clip_text_model,
     upstream_sdxl_text_encoders,
 )
-from converters.tracing import KeyMap, trace_key_map
 from zoo.errors import ConfigError
 from zoo.foundationals.clip.text_encoder import CLIPTextEncoder, CLIPTextEncoderConfig
 from zoo.foundationals.latent_diffusion.text_encoders import (

@@ -13,13 +13,13 @@ import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from pytest_regressions.data_regression import DataRegressionFixture
 
-from converters.derive.unet import (
+from converters._tracing import KeyMap, trace_key_map
+from converters.stable_diffusion.unet import (
     UNetExampleInputs,
     derive_unet_config,
     diffusers_unet_config,
     unet_example_inputs,
 )
-from converters.tracing import KeyMap, trace_key_map
 from zoo.errors import ConfigError
 from zoo.foundationals.latent_diffusion.unet import UNet, UNetConfig
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from lora_helpers import TinyFamily  # pyright: ignore[reportMissingImports]
 
-from converters.run import convert
+from converters._convert.by_name import ConvertRun
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TinyFamily]:
-    out = tmp_path_factory.mktemp("lora-bases")
+def tiny(tiny_converted: Callable[..., ConvertRun]) -> dict[str, TinyFamily]:
     families = {}
     for family in ("sdxl", "sd15"):
-        run = convert(family, out=out / family, synthetic="tiny")
+        run = tiny_converted(family)
         assert run.synthetic_source is not None
-        families[family] = TinyFamily(family, out / family, run.synthetic_source)
+        families[family] = TinyFamily(family, run.results[0].folder.parent, run.synthetic_source)
     return families

@@ -1,6 +1,6 @@
 """Helpers for the LoRA tests: tiny SD 1.5 / SDXL bases and LoRAs built with the real tools (peft, diffusers), for the LoRA tests.
 
-The bases come from `converters.run.convert(family, synthetic="tiny")`: a diffusers pipeline folder
+The bases come from `converters._convert.by_name.convert(family, synthetic="tiny")`: a diffusers pipeline folder
 (the upstream reference) and our converted outputs. LoRAs are made by peft on the upstream models
 (`unet.add_adapter`; `inject_adapter_in_model` for CLIP, as transformers' own `add_adapter` refuses
 peft < 0.22), saved by diffusers (`save_lora_weights`) or peft (`save_pretrained`), and turned into
@@ -23,7 +23,7 @@ from torch.utils._pytree import tree_leaves
 
 import zoo
 from converters import registry
-from converters.parity import relative_error
+from converters._verify.parity import relative_error
 
 UNET_TARGETS = [
     "to_q",
@@ -90,7 +90,7 @@ class TinyFamily:
             ]
 
     def configs(self, component: str) -> dict[str, Any]:
-        from converters.sources import resolve_source
+        from converters._convert.sources import resolve_source
 
         return resolve_source(self.conversion(component), self.source).configs  # pyright: ignore[reportAttributeAccessIssue]
 

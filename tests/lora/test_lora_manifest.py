@@ -15,7 +15,7 @@ from lora_helpers import SGM_TINY_SDXL, TinyFamily, handmade_kohya  # pyright: i
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from converters.io import read_header
+from converters._checkpoints import read_header
 from converters.lora import convert_lora
 from zoo.cli import main
 from zoo.hub import sha256_file

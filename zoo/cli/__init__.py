@@ -3,6 +3,7 @@
 import click
 
 from zoo import __version__
+from zoo.cli.common import ZooGroup
 from zoo.cli.convert import convert
 from zoo.cli.inspect_cmd import inspect
 from zoo.cli.list_cmd import list_conversions
@@ -11,7 +12,7 @@ from zoo.cli.trace import trace
 from zoo.cli.verify import verify
 
 
-@click.group()
+@click.group(cls=ZooGroup)
 @click.version_option(__version__, prog_name="zoo")
 def main() -> None:
     """zoo: convert upstream checkpoints into weights for chain-based models, with proof.

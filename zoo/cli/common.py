@@ -2,43 +2,51 @@
 
 from __future__ import annotations
 
-import functools
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import click
 
 from zoo.errors import ZooError
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 DTYPES = ("float32", "float16", "bfloat16")
+# What `pip install 'zoo[convert]'` brings; the runtime (`zoo.load`, fluxion, LoRAs) needs none of it.
+CONVERT_EXTRA = frozenset({"diffusers", "transformers", "huggingface_hub", "click", "tqdm"})
+CONVERT_HINT = "install the converters: pip install 'zoo[convert]' (or `bash ci/setup convert` in a clone)"
 
 
-def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn zoo's typed errors into one line (plus a hint) on stderr and exit status 1.
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """The one place where errors become messages: one line (plus a hint) on stderr, exit status 1.
 
-    A traceback reaching a user is a bug; `ZOO_DEBUG=1` shows it anyway for us.
+    zoo's typed errors, an interrupt, and a missing package of the convert extra. A traceback reaching a
+    user is a bug; `ZOO_DEBUG=1` shows it anyway, for us.
     """
+    try:
+        yield
+    except ZooError as error:
+        _fail(f"error: {error.one_line()}", error.hint)
+    except KeyboardInterrupt:
+        _fail("interrupted: nothing was left half-written", None)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.partition(".")[0] not in CONVERT_EXTRA:
+            raise
+        _fail(f"error: this command needs {error.name}, which is not installed", CONVERT_HINT)
 
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except ZooError as error:
-            _fail(f"error: {error.one_line()}", error.hint)
-        except KeyboardInterrupt:
-            _fail("interrupted: nothing was left half-written", None)
 
-    return wrapper
+class ZooGroup(click.Group):
+    """The `zoo` group: every command runs inside `user_errors`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with user_errors():
+            return super().invoke(ctx)
 
 
 def _fail(message: str, hint: str | None) -> NoReturn:
-    import os
-
     if os.environ.get("ZOO_DEBUG"):
         raise
     click.echo(message, err=True)
@@ -95,4 +103,15 @@ def progress_bar(total: int, description: str, enabled: bool) -> Any:
     )
 
 
-__all__ = ["DTYPES", "emit_json", "handle_errors", "human_bytes", "progress_bar", "table", "torch_dtype"]
+__all__ = [
+    "CONVERT_EXTRA",
+    "CONVERT_HINT",
+    "DTYPES",
+    "ZooGroup",
+    "emit_json",
+    "human_bytes",
+    "progress_bar",
+    "table",
+    "torch_dtype",
+    "user_errors",
+]

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from zoo.cli.common import DTYPES, emit_json, handle_errors, human_bytes, progress_bar, table, torch_dtype
+from zoo.cli.common import DTYPES, emit_json, human_bytes, progress_bar, table, torch_dtype
 from zoo.cli.convert_lora import convert_lora
 
 SUBCOMMANDS = {convert_lora.name: convert_lora}
@@ -56,7 +56,6 @@ class _ConvertCommand(click.Command):
 )
 @click.option("--dry-run", is_flag=True, help="Trace, check and plan everything; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@handle_errors
 def convert(
     name: str,
     source: str | None,
@@ -82,7 +81,7 @@ def convert(
       zoo convert sd15 --source v1-5-pruned-emaonly.safetensors
       zoo convert lora style.safetensors --base sdxl     # a LoRA (see `zoo convert lora --help`)
     """
-    from converters.run import convert as run_convert
+    from converters._convert.by_name import convert as run_convert
 
     def progress(conversion: Any, total: int) -> Any:
         return progress_bar(total, conversion.name, enabled=not as_json)

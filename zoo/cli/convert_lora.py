@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.common import emit_json, handle_errors, human_bytes, table
+from zoo.cli.common import emit_json, human_bytes, table
 
 
 @click.command("lora")
@@ -28,7 +28,6 @@ from zoo.cli.common import emit_json, handle_errors, human_bytes, table
 )
 @click.option("--dry-run", is_flag=True, help="Read, place and check every entry; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@handle_errors
 def convert_lora(file: Path, base: str, out: Path, scale: float, dry_run: bool, as_json: bool) -> None:
     """Convert the LoRA FILE for BASE into our format: OUT/<FILE name>.safetensors.
 

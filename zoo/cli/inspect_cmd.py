@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.common import emit_json, handle_errors, human_bytes
+from zoo.cli.common import emit_json, human_bytes
 
 
 @click.command("inspect")
@@ -16,17 +16,14 @@ from zoo.cli.common import emit_json, handle_errors, human_bytes
 )
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def inspect(file: Path, pattern: str | None, as_json: bool) -> None:
-    """Format, tensor count, dtypes, parameters, metadata, sha256 and model family of FILE.
+    """Format, tensor count, dtypes, parameters, metadata, sha256 and what FILE is (model, family).
+
+    FILE may also be a `zoo convert` output folder (OUT/<name>), which zoo recognises as its own.
 
     Works on safetensors (header validated by our own parser), sharded safetensors and pickle
     checkpoints (`weights_only=True`: code in a pickle is refused, never run).
     """
-    _inspect(file, pattern, as_json)
-
-
-@handle_errors
-def _inspect(file: Path, pattern: str | None, as_json: bool) -> None:
-    from converters.inspect import inspect_file
+    from converters._reports.file_report import inspect_file
 
     report = inspect_file(file, pattern)
     if as_json:
@@ -34,7 +31,10 @@ def _inspect(file: Path, pattern: str | None, as_json: bool) -> None:
         return
     click.echo(f"file     {report.path}")
     click.echo(f"format   {report.format}")
-    click.echo(f"family   {report.family or 'unknown'}")
+    click.echo(f"kind     {report.kind or 'nothing zoo knows'}")
+    click.echo(f"family   {report.family or 'none declared'}")
+    if report.conversion:
+        click.echo(f"convert  zoo convert {report.conversion} --source {report.path}")
     click.echo(f"tensors  {report.tensors}  ({', '.join(f'{n} {d}' for d, n in report.dtypes.items())})")
     click.echo(f"params   {report.params:,}")
     click.echo(f"size     {human_bytes(report.bytes)}")

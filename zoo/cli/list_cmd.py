@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from zoo.cli.common import emit_json, handle_errors, table
+from zoo.cli.common import emit_json, table
 
 
 @click.command("list")
@@ -18,16 +18,18 @@ from zoo.cli.common import emit_json, handle_errors, table
     show_default=True,
     help="Output folder to look for converted outputs (checked by sha256 against its manifest.json).",
 )
+@click.option("--families", is_flag=True, help="List the registered families instead of the conversions.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def list_conversions(out: Path, as_json: bool) -> None:
-    """List declared conversions: name, upstream repo and pinned revision, licence, outputs in OUT."""
-    _list(out, as_json)
+def list_conversions(out: Path, families: bool, as_json: bool) -> None:
+    """List declared conversions: name, upstream repo and pinned revision, licence, outputs in OUT.
 
+    With --families: the registered families, what each declares and what LoRAs may target.
+    """
+    from converters._reports.catalog import describe_conversions, describe_families
 
-@handle_errors
-def _list(out: Path, as_json: bool) -> None:
-    from converters.inspect import describe_conversions
-
+    if families:
+        _families(describe_families(), as_json)
+        return
     described = describe_conversions(out)
     if as_json:
         emit_json(described)
@@ -44,6 +46,22 @@ def _list(out: Path, as_json: bool) -> None:
         for d in described
     ]
     click.echo(table(("name", "upstream", "revision", "licence", f"outputs in {out}", "description"), rows))
+
+
+def _families(described: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        emit_json(described)
+        return
+    rows = [
+        (
+            f["name"],
+            len(f["conversions"]) + len(f["variants"]),
+            ", ".join(f["lora_parts"]) or "-",
+            f["description"],
+        )
+        for f in described
+    ]
+    click.echo(table(("family", "conversions", "LoRA parts", "description"), rows))
 
 
 def _revisions(sources: list[dict[str, Any]]) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.common import emit_json, handle_errors
+from zoo.cli.common import emit_json
 
 
 @click.command("publish")
@@ -23,7 +23,6 @@ from zoo.cli.common import emit_json, handle_errors
 @click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing to the branch.")
 @click.option("--dry-run", is_flag=True, help="Print exactly the operations; send nothing, need no token.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (and the result) as JSON.")
-@handle_errors
 def publish(
     name: str, repo: str, out: Path, revision: str | None, create_pr: bool, dry_run: bool, as_json: bool
 ) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.common import emit_json, handle_errors
+from zoo.cli.common import emit_json
 
 
 @click.command("trace")
@@ -24,12 +24,7 @@ def trace(name: str, source: str | None, as_json: bool, keys: bool) -> None:
     Both models are built on the `meta` device and run on example inputs; the modules that hold
     weights are paired in execution order. A gap fails with the two traces side by side.
     """
-    _trace(name, source, as_json, keys)
-
-
-@handle_errors
-def _trace(name: str, source: str | None, as_json: bool, keys: bool) -> None:
-    from converters.inspect import trace_named
+    from converters._reports.traced import trace_named
 
     traced = trace_named(name, Path(source) if source else None)
     if as_json:

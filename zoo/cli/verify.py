@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.common import emit_json, handle_errors, table
+from zoo.cli.common import emit_json, table
 
 
 @click.command("verify")
@@ -26,7 +26,6 @@ from zoo.cli.common import emit_json, handle_errors, table
 @click.option("--strict", is_flag=True, help="Missing, unknown or extra files are failures too.")
 @click.option("--record", is_flag=True, help="With --parity: record the measurement in the manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-@handle_errors
 def verify(
     targets: tuple[str, ...],
     out: Path,
@@ -53,7 +52,7 @@ def verify(
       zoo verify out/sd15.autoencoder --parity --record
       zoo verify out/lora --hashes --reproduce     # LoRAs written by `zoo convert lora`
     """
-    from converters.verify import verify as run_verify
+    from converters._verify.verify import verify as run_verify
 
     if record and not parity:
         raise click.UsageError("--record records a parity measurement: add --parity")

@@ -1,0 +1,1 @@
+"""Original single-file checkpoints: a mapping learned from the header alone, replayed tensor by tensor."""

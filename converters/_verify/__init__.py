@@ -1,0 +1,1 @@
+"""`zoo verify`: hashes, byte-for-byte reproduction and parity of converted outputs, against their manifest."""

@@ -1,1 +1,0 @@
-"""Derive our model configs from upstream (diffusers / transformers) configs."""
