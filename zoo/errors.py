@@ -57,6 +57,10 @@ class HubError(ZooError):
     """Download or publication through the Hugging Face Hub failed."""
 
 
+class UsageError(ZooError):
+    """A zoo object was used out of its order of calls (e.g. solver steps skipped or repeated)."""
+
+
 __all__ = [
     "ConfigError",
     "CoverageError",
@@ -64,5 +68,6 @@ __all__ = [
     "HashMismatchError",
     "HubError",
     "TensorValueError",
+    "UsageError",
     "ZooError",
 ]
