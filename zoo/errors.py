@@ -58,6 +58,10 @@ class HubError(ZooError):
     """Download or publication through the Hugging Face Hub failed."""
 
 
+class UsageError(ZooError):
+    """A zoo object was used out of its order of calls (e.g. solver steps skipped or repeated)."""
+
+
 def few(items: Sequence[str], shown: int = 5, separator: str = ", ") -> str:
     """The first `shown` items of a list for a message, and how many more there are."""
     more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
@@ -71,6 +75,7 @@ __all__ = [
     "HashMismatchError",
     "HubError",
     "TensorValueError",
+    "UsageError",
     "ZooError",
     "few",
 ]
