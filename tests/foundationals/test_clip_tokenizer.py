@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from clip_vocab import (  # pyright: ignore[reportMissingImports]
     MAX_LENGTH,
     START,
     VOCAB_SIZE,
+    Layout,
     byte_alphabet,
     clip_vocab,
     write_clip_tokenizer,
@@ -138,6 +140,70 @@ def test_sdxl_second_tokenizer_reads_bang_as_its_pad_token(tmp_path: Path) -> No
     assert bang.encode("wow!") == [clip_vocab()["wow</w>"], 0]
     assert end.encode("wow!") == [clip_vocab()["wow</w>"], clip_vocab()["!</w>"]]
     assert bang("wow")[0, -1] == 0 and end("wow")[0, -1] == clip_vocab()[END]
+
+
+def drop_flags(token: dict[str, object]) -> dict[str, object]:
+    return {key: value for key, value in token.items() if key not in ("normalized", "special")}
+
+
+def edit_special_map_without_flags(folder: Path) -> None:
+    """A map object without `normalized`: transformers marks it special, so matched in raw text."""
+    path = folder / "special_tokens_map.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(
+        json.dumps(
+            {key: drop_flags(value) if isinstance(value, dict) else value for key, value in data.items()}
+        )
+    )
+
+
+def edit_config_without_flags_and_no_map(folder: Path) -> None:
+    """A config object without `normalized` nor `special`: matched in normalized text."""
+    (folder / "special_tokens_map.json").unlink()
+    path = folder / "tokenizer_config.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(
+        json.dumps(
+            {key: drop_flags(value) if isinstance(value, dict) else value for key, value in data.items()}
+        )
+    )
+
+
+def edit_decoder_without_flags(folder: Path) -> None:
+    """Decoder entries without `normalized`: named ones are matched raw, others unless special."""
+    path = folder / "tokenizer_config.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    entries = {key: drop_flags(value) for key, value in data["added_tokens_decoder"].items()}
+    entries[str(clip_vocab()["cat"])] = {"content": "cat"}
+    entries[str(clip_vocab()["dog"])] = {"content": "dog", "special": True}
+    path.write_text(json.dumps({**data, "added_tokens_decoder": entries}))
+
+
+def edit_added_tokens_file(folder: Path) -> None:
+    """The legacy added_tokens.json: named tokens take its entries (raw), the others normalized."""
+    tokens = {START: clip_vocab()[START], END: clip_vocab()[END], "cat": clip_vocab()["cat"]}
+    (folder / "added_tokens.json").write_text(json.dumps(tokens))
+
+
+@pytest.mark.parametrize(
+    ("layout", "edit"),
+    [
+        ("legacy", edit_special_map_without_flags),
+        ("legacy", edit_config_without_flags_and_no_map),
+        ("decoder", edit_decoder_without_flags),
+        ("legacy", edit_added_tokens_file),
+    ],
+)
+def test_special_token_rules_equal_transformers_when_flags_are_left_out(
+    tmp_path: Path, layout: Layout, edit: Callable[[Path], None]
+) -> None:
+    folder = write_clip_tokenizer(tmp_path / "tokenizer", pad_token=BANG_PAD, layout=layout)
+    edit(folder)
+    ours, reference = CLIPTokenizer.from_folder(folder), ReferenceTokenizer.from_pretrained(folder)
+    expected = {token.content: token.normalized for token in reference.added_tokens_decoder.values()}
+    assert {token.content: token.normalized for token in ours.config.special_tokens} == expected
+    text = "<|STARTOFTEXT|> a CAT<|ENDOFTEXT|>! cat <|endoftext|>x DOG dog"
+    assert ours.encode(text) == reference.encode(text, add_special_tokens=False)
 
 
 def unicode_probe_points() -> list[int]:

@@ -10,9 +10,10 @@ follows transformers 5.24's `from_pretrained`:
   `special_tokens_map.json` is not read;
 - without one, `special_tokens_map.json` overrides the config's entries (and `added_tokens.json`, if
   any, lists the added tokens);
-- a named token (`bos_token`, `pad_token`, ...) listed among the added tokens takes that entry; otherwise
-  a plain string is matched in raw text, and an object says `normalized` (default: not `special`, and an
-  object in `special_tokens_map.json` is special). The last named token with a given text wins.
+- a named token (`bos_token`, `pad_token`, ...) listed among the added tokens takes that entry;
+- a token is matched in normalized text when its entry says `normalized: true`. A plain string says
+  false; an object that does not say takes `not special`, and transformers adds every named token as a
+  special one (last, so the last named token with a given text wins).
 """
 
 from __future__ import annotations
@@ -51,6 +52,21 @@ class SpecialToken:
 
     content: str
     normalized: bool
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """A special token as a file declares it: `normalized` is None where the file does not say."""
+
+    content: str
+    normalized: bool | None
+    special: bool
+
+    def resolve(self, *, named: bool) -> SpecialToken:
+        if self.normalized is not None:
+            return SpecialToken(self.content, self.normalized)
+        # tokenizers fills an unsaid flag with `not special` when the token is added.
+        return SpecialToken(self.content, normalized=not (named or self.special))
 
 
 @dataclass(frozen=True)
@@ -165,12 +181,13 @@ def _read_config(folder: Path, vocab: Mapping[str, int]) -> CLIPTokenizerConfig:
     path = folder / CONFIG_NAME
     config = _read_json_object(path)
     _check_supported(config, path)
-    named = _named_tokens(config, folder)
-    listed = _listed_tokens(config, folder, {token.content for token in named.values()})
-    named = {key: listed.get(token.content, token) for key, token in named.items()}
+    declared = _named_tokens(config, folder)
+    listed = _listed_tokens(config, folder, {token.content for token in declared.values()})
+    named = {key: listed.get(token.content, token).resolve(named=True) for key, token in declared.items()}
     # Named tokens override listed ones, and a later named token an earlier one with the same text.
-    special_tokens = listed | {named[key].content: named[key] for key in NAMED_TOKENS if key in named}
-    _check_ids(named, listed, vocab, folder)
+    special_tokens = {content: token.resolve(named=False) for content, token in listed.items()}
+    special_tokens |= {named[key].content: named[key] for key in NAMED_TOKENS if key in named}
+    _check_ids(named, special_tokens, vocab, folder)
     return CLIPTokenizerConfig(
         max_length=_max_length(config, path),
         bos_token=_required(named, "bos_token", path).content,
@@ -215,44 +232,33 @@ def _required(named: dict[str, SpecialToken], key: str, path: Path) -> SpecialTo
     return named[key]
 
 
-def _named_tokens(config: dict[str, Any], folder: Path) -> dict[str, SpecialToken]:
-    """The named special tokens with their own flags: the config's, overridden by the legacy map's."""
+def _named_tokens(config: dict[str, Any], folder: Path) -> dict[str, _Declared]:
+    """The named special tokens as declared: the config's, overridden by the legacy map's."""
     config_path, map_path = folder / CONFIG_NAME, folder / SPECIAL_TOKENS_NAME
-    named = {key: _token(config[key], config_path) for key in NAMED_TOKENS if config.get(key)}
+    named = {key: _declared(config[key], config_path) for key in NAMED_TOKENS if config.get(key)}
     if "added_tokens_decoder" in config:
         return named
     overrides = _read_json_object(map_path, required=False)
-    return named | {
-        key: _token(overrides[key], map_path, special=True) for key in NAMED_TOKENS if overrides.get(key)
-    }
+    return named | {key: _declared(overrides[key], map_path) for key in NAMED_TOKENS if overrides.get(key)}
 
 
-def _listed_tokens(config: dict[str, Any], folder: Path, named: set[str]) -> dict[str, SpecialToken]:
+def _listed_tokens(config: dict[str, Any], folder: Path, named: set[str]) -> dict[str, _Declared]:
     """The added tokens a folder lists: `added_tokens_decoder`, else the legacy `added_tokens.json`."""
     decoder = config.get("added_tokens_decoder")
     if decoder is not None:
-        return {token.content: token for token in _decoder_tokens(decoder, folder / CONFIG_NAME)}
+        if not isinstance(decoder, dict):
+            raise FormatError("added_tokens_decoder is not an object", file=folder / CONFIG_NAME)
+        tokens = [_declared(value, folder / CONFIG_NAME) for value in decoder.values()]
+        return {token.content: token for token in tokens}
     added = _read_json_object(folder / ADDED_TOKENS_NAME, required=False)
     # transformers matches the listed tokens that are not named ones in normalized text.
-    return {content: SpecialToken(content, normalized=content not in named) for content in added}
+    return {content: _Declared(content, content not in named, content in named) for content in added}
 
 
-def _decoder_tokens(decoder: object, path: Path) -> list[SpecialToken]:
-    if not isinstance(decoder, dict):
-        raise FormatError("added_tokens_decoder is not an object", file=path)
-    return [_token(value, path) for value in decoder.values()]
-
-
-def _token(value: object, path: Path, *, special: bool = False) -> SpecialToken:
-    """A token from a plain string or an AddedToken object, with transformers' default flags.
-
-    Args:
-        value: The JSON value.
-        path: The file it comes from, for errors.
-        special: Whether transformers marks it special whatever it says (`special_tokens_map.json`).
-    """
+def _declared(value: object, path: Path) -> _Declared:
+    """A token from a plain string (matched raw) or an AddedToken object."""
     if isinstance(value, str) and value:
-        return SpecialToken(value, normalized=False)
+        return _Declared(value, normalized=False, special=True)
     if not isinstance(value, dict) or not isinstance(value.get("content"), str) or not value["content"]:
         raise FormatError(
             f"a special token is neither a non-empty string nor an object with one: {value!r}", file=path
@@ -260,14 +266,18 @@ def _token(value: object, path: Path, *, special: bool = False) -> SpecialToken:
     if value.get("single_word"):
         raise ConfigError(f"single_word special tokens are not supported ({value['content']!r})", file=path)
     # lstrip / rstrip only move spaces into the token, and CLIP's split drops spaces: no effect on ids.
-    special = special or value.get("special") is True
-    return SpecialToken(value["content"], normalized=value.get("normalized", not special) is True)
+    normalized = value.get("normalized")
+    return _Declared(
+        value["content"],
+        normalized if normalized is None else normalized is True,
+        value.get("special") is True,
+    )
 
 
 def _check_ids(
-    named: dict[str, SpecialToken], listed: dict[str, SpecialToken], vocab: Mapping[str, int], folder: Path
+    named: dict[str, SpecialToken], tokens: dict[str, SpecialToken], vocab: Mapping[str, int], folder: Path
 ) -> None:
-    roles = [*named.items(), *(("added token", token) for token in listed.values())]
+    roles = [*named.items(), *(("added token", token) for token in tokens.values())]
     unknown = [(role, token.content) for role, token in roles if token.content not in vocab]
     if unknown:
         role, content = unknown[0]
