@@ -175,6 +175,7 @@ def edit_decoder_without_flags(folder: Path) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     entries = {key: drop_flags(value) for key, value in data["added_tokens_decoder"].items()}
     entries[str(clip_vocab()["cat"])] = {"content": "cat"}
+    entries[str(clip_vocab()["cats"])] = {"content": "cats"}  # overlapping: the longest match wins
     entries[str(clip_vocab()["dog"])] = {"content": "dog", "special": True}
     path.write_text(json.dumps({**data, "added_tokens_decoder": entries}))
 
@@ -202,7 +203,7 @@ def test_special_token_rules_equal_transformers_when_flags_are_left_out(
     ours, reference = CLIPTokenizer.from_folder(folder), ReferenceTokenizer.from_pretrained(folder)
     expected = {token.content: token.normalized for token in reference.added_tokens_decoder.values()}
     assert {token.content: token.normalized for token in ours.config.special_tokens} == expected
-    text = "<|STARTOFTEXT|> a CAT<|ENDOFTEXT|>! cat <|endoftext|>x DOG dog"
+    text = "<|STARTOFTEXT|> a CAT<|ENDOFTEXT|>! cat <|endoftext|>x DOG dog catcats"
     assert ours.encode(text) == reference.encode(text, add_special_tokens=False)
 
 
