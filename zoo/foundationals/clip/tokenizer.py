@@ -4,8 +4,8 @@ Paper: Radford et al., "Learning Transferable Visual Models From Natural Languag
 https://arxiv.org/abs/2103.00020); byte-level BPE after GPT-2 (Radford et al., 2019).
 Upstream: https://github.com/openai/CLIP (vocabulary: MIT). It gives the ids of transformers 5.24's
 `CLIPTokenizer` (the `tokenizers`-backed one, without ftfy) as Stable Diffusion pipelines call it:
-padded to `model_max_length` with truncation. Its rules are in `text_rules` (normalization, words, bytes)
-and `tokenizer_files` (the folder and its special tokens).
+padded to `model_max_length` with truncation. Its rules are in `text_rules` (normalization, words,
+bytes), `tokenizer_files` (the folder) and `special_tokens` (which tokens are cut out of the text, how).
 
     text ─► cut out special tokens matched in raw text ─► normalize ─► cut out those matched in
          normalized text ─► words ─► byte symbols, "</w>" on the last ─► merge pairs, best first ─► ids
@@ -28,13 +28,13 @@ import torch
 from zoo.foundationals.clip.text_rules import byte_symbols, normalize, split_words
 from zoo.foundationals.clip.tokenizer_files import (
     END_OF_WORD,
+    ENDS_PER_ROW,
     CLIPTokenizerConfig,
     TokenizerFiles,
     read_tokenizer_folder,
 )
 
 WORD_CACHE_SIZE = 1 << 16  # words whose ids are kept: a prompt repeats few, a corpus many
-_ENDS = 2  # the start and end tokens around a row's text
 
 
 def bpe(symbols: list[str], ranks: Mapping[tuple[str, str], int]) -> list[str]:
@@ -129,7 +129,7 @@ class CLIPTokenizer:
         return torch.tensor(rows, dtype=torch.int64).reshape(len(batch), self.max_length)
 
     def _row(self, text: str) -> list[int]:
-        row = [self.bos_id, *self.encode(text)[: self.max_length - _ENDS], self.eos_id]
+        row = [self.bos_id, *self.encode(text)[: self.max_length - ENDS_PER_ROW], self.eos_id]
         return row + [self.pad_id] * (self.max_length - len(row))
 
     def encode(self, text: str) -> list[int]:
