@@ -47,20 +47,21 @@ def bpe(symbols: list[str], ranks: Mapping[tuple[str, str], int]) -> list[str]:
     Returns:
         The merged symbols.
     """
+    unranked = len(ranks)
     while len(symbols) > 1:
-        pair = min(itertools.pairwise(symbols), key=lambda pair: ranks.get(pair, len(ranks)))
-        if pair not in ranks:
+        rank, pair = min((ranks.get(pair, unranked), pair) for pair in itertools.pairwise(symbols))
+        if rank == unranked:
             break
-        symbols = _merge_pair(symbols, pair)
+        symbols = _merge_pair(symbols, *pair)
     return symbols
 
 
-def _merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+def _merge_pair(symbols: list[str], first: str, second: str) -> list[str]:
     merged: list[str] = []
-    index = 0
-    while index < len(symbols):
-        if tuple(symbols[index : index + 2]) == pair:
-            merged.append(pair[0] + pair[1])
+    index, last = 0, len(symbols) - 1
+    while index <= last:
+        if index < last and symbols[index] == first and symbols[index + 1] == second:
+            merged.append(first + second)
             index += 2
         else:
             merged.append(symbols[index])
@@ -93,6 +94,7 @@ class CLIPTokenizer:
     """
 
     def __init__(self, files: TokenizerFiles) -> None:
+        """Build from a folder read and checked by `read_tokenizer_folder` (or use `from_folder`)."""
         self.config: CLIPTokenizerConfig = files.config
         self._vocab = dict(files.vocab)
         self._ranks = {pair: rank for rank, pair in enumerate(files.merges)}
