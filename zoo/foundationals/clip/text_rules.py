@@ -34,7 +34,8 @@ from zoo.foundationals.clip.unicode_gaps import (
 MARKERS = ("<|startoftext|>", "<|endoftext|>")
 CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 
-# Past CJK extension H no code point is a letter, number or space (the tests check every code point).
+# Past CJK extension H no code point is a letter, number or space (checked once on all 1.1 M code
+# points; the tests check every one up to here, plane 14, and a sample of the rest).
 _LAST_CLASSIFIED = 0x323AF
 _INFORMATION_SEPARATORS = frozenset(map(chr, range(0x1C, 0x20)))
 # Bytes that GPT-2's alphabet writes as themselves: printable Latin-1 except the space and soft hyphen.
