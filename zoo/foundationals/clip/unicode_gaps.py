@@ -5,8 +5,9 @@ and digits with Oniguruma's Unicode 16 tables, lowercases with Rust's Unicode 17
 NFC tables older than Unicode 13. Python 3.11's `unicodedata` is Unicode 14.0: it calls the characters
 below unassigned (category Cn), so without these tables they would be split and lowercased differently.
 Each table only adds to what `unicodedata` says about a character it does not know (or, for NFC, holds
-back one composition), so a newer Python keeps the same answers. `test_clip_tokenizer` checks every
-assigned code point against the installed reference, so a `tokenizers` that moves again fails there.
+back one composition), so a newer Python keeps the same answers. `test_clip_tokenizer` checks all
+code points up to CJK extension H (and plane 14) against the installed reference: a `tokenizers` that
+moves again fails there.
 """
 
 from __future__ import annotations
