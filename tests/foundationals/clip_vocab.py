@@ -19,6 +19,7 @@ import functools
 import gzip
 import importlib.util
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +31,7 @@ END_PAD = END  # SD 1.5 and SDXL's first tokenizer pad with the end token
 BANG_PAD = "!"  # SDXL's tokenizer_2 pads with "!" (id 0)
 MAX_LENGTH = 77
 MERGES_HEADER = "#version: 0.2"
-Layout = Literal["legacy", "decoder"]
+Layout = Literal["legacy", "decoder", "saved"]
 
 
 def byte_alphabet() -> list[str]:
@@ -72,13 +73,28 @@ def clip_vocab() -> dict[str, int]:
 
 
 def write_clip_tokenizer(folder: Path, *, pad_token: str = END_PAD, layout: Layout = "legacy") -> Path:
-    """Write vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json into `folder`."""
+    """Write vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json into `folder`.
+
+    With layout `saved`: what transformers' own `save_pretrained` writes from such a folder
+    (tokenizer.json and tokenizer_config.json, as pipelines saved with transformers 5 hold).
+    """
+    if layout == "saved":
+        return _saved_by_transformers(folder, pad_token)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(clip_vocab(), ensure_ascii=False), encoding="utf-8")
     (folder / "merges.txt").write_text("\n".join([MERGES_HEADER, *clip_merges()]) + "\n", encoding="utf-8")
     config, special_map = (_legacy if layout == "legacy" else _decoder)(pad_token)
     _write_json(folder / "tokenizer_config.json", config)
     _write_json(folder / "special_tokens_map.json", special_map)
+    return folder
+
+
+def _saved_by_transformers(folder: Path, pad_token: str) -> Path:
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as legacy:
+        write_clip_tokenizer(Path(legacy), pad_token=pad_token)
+        CLIPTokenizer.from_pretrained(legacy).save_pretrained(folder)
     return folder
 
 

@@ -31,7 +31,14 @@ from zoo.errors import ConfigError, FormatError
 from zoo.foundationals.clip.text_rules import byte_symbols, normalize, split_words
 from zoo.foundationals.clip.tokenizer import CLIPTokenizer, bpe
 
-VARIANTS = [(END_PAD, "legacy"), (BANG_PAD, "legacy"), (END_PAD, "decoder"), (BANG_PAD, "decoder")]
+VARIANTS = [
+    (END_PAD, "legacy"),
+    (BANG_PAD, "legacy"),
+    (END_PAD, "decoder"),
+    (BANG_PAD, "decoder"),
+    (END_PAD, "saved"),
+    (BANG_PAD, "saved"),
+]
 LONG_PROMPT = "a very detailed painting of a lighthouse on a cliff, stormy sea, " * 6
 
 CORPUS = [

@@ -3,7 +3,9 @@
 A folder (`tokenizer/`, SDXL's `tokenizer_2/`) holds `vocab.json` (token -> id), `merges.txt` (a
 `#version` header, then one merge `left right` per line, best first), `tokenizer_config.json` (special
 tokens, `model_max_length`, `do_lower_case`) and, in folders saved before transformers 4.34,
-`special_tokens_map.json`. Which special tokens it declares is `special_tokens`' business.
+`special_tokens_map.json`. Folders saved by transformers 5 hold `tokenizer.json` instead of
+`vocab.json` and `merges.txt`: the same vocabulary and merges under `model`, and the added tokens with
+their flags under `added_tokens`. Which special tokens a folder declares is `special_tokens`' business.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from zoo.foundationals.clip.special_tokens import JsonFile, SpecialToken, specia
 from zoo.foundationals.clip.text_rules import byte_alphabet
 
 VOCAB_NAME = "vocab.json"
+TOKENIZER_JSON_NAME = "tokenizer.json"
 MERGES_NAME = "merges.txt"
 CONFIG_NAME = "tokenizer_config.json"
 SPECIAL_TOKENS_NAME = "special_tokens_map.json"
@@ -67,10 +70,44 @@ class TokenizerFiles:
 def read_tokenizer_folder(folder: str | Path) -> TokenizerFiles:
     """Read and check a tokenizer folder; FormatError naming the file for anything missing or malformed."""
     folder = Path(folder)
+    if (folder / TOKENIZER_JSON_NAME).is_file() and not (folder / VOCAB_NAME).is_file():
+        vocab, merges, added = _read_tokenizer_json(folder / TOKENIZER_JSON_NAME)
+        _check_merges(vocab, merges, folder / TOKENIZER_JSON_NAME)
+        return TokenizerFiles(vocab, merges, _read_config(folder, vocab, added))
     vocab = _read_vocab(folder / VOCAB_NAME)
     merges = _read_merges(folder / MERGES_NAME)
     _check_merges(vocab, merges, folder / VOCAB_NAME)
     return TokenizerFiles(vocab, merges, _read_config(folder, vocab))
+
+
+def _read_tokenizer_json(
+    path: Path,
+) -> tuple[dict[str, int], tuple[tuple[str, str], ...], dict[str, Any]]:
+    """(vocab, merges, added tokens by id as `added_tokens_decoder` lists them) of a BPE tokenizer.json."""
+    data = _read_json_object(path)
+    model = data.get("model")
+    if not isinstance(model, dict) or model.get("type") != "BPE":  # pyright: ignore[reportUnknownMemberType]
+        raise FormatError(f"{path.name} does not hold a BPE model", file=path, hint="a CLIP tokenizer is BPE")
+    if model.get("end_of_word_suffix") not in (None, END_OF_WORD):  # pyright: ignore[reportUnknownMemberType]
+        raise FormatError(f"{path.name}: words do not end with {END_OF_WORD!r} as CLIP's do", file=path)
+    vocab = _checked_vocab(model.get("vocab"), path)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+    merges = tuple(
+        _json_merge(merge, number, path) for number, merge in enumerate(model.get("merges") or [], 1)
+    )  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType, reportUnknownVariableType]
+    added = data.get("added_tokens") or []
+    if not isinstance(added, list) or not all(isinstance(t, dict) and "id" in t for t in added):  # pyright: ignore[reportUnknownVariableType]
+        raise FormatError(f"{path.name}: added_tokens is not a list of tokens with ids", file=path)
+    decoder = {str(token["id"]): {k: v for k, v in token.items() if k != "id"} for token in added}  # pyright: ignore[reportUnknownVariableType]
+    return vocab, merges, decoder
+
+
+def _json_merge(merge: object, number: int, path: Path) -> tuple[str, str]:
+    """A merge as tokenizer.json writes it: `"left right"` (older) or `["left", "right"]`."""
+    if isinstance(merge, str):
+        return _merge(merge, number, path)
+    if isinstance(merge, list) and len(merge) == 2 and all(isinstance(part, str) and part for part in merge):  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
+        return merge[0], merge[1]  # pyright: ignore[reportUnknownVariableType]
+    raise FormatError(f"{path.name}: merge {number} is not two symbols: {merge!r}", file=path)
 
 
 def _read_json(path: Path, *, required: bool = True) -> Any:
@@ -94,13 +131,18 @@ def _read_json_object(path: Path, *, required: bool = True) -> dict[str, Any]:
 
 
 def _read_vocab(path: Path) -> dict[str, int]:
-    vocab = _read_json_object(path)
+    return _checked_vocab(_read_json_object(path), path)
+
+
+def _checked_vocab(vocab: object, path: Path) -> dict[str, int]:
+    if not isinstance(vocab, dict):
+        raise FormatError(f"{path.name}: the vocabulary is not an object of token -> id", file=path)
     wrong = [token for token, index in vocab.items() if type(index) is not int or index < 0]
     if wrong:
         raise FormatError(
             f"{len(wrong)} token(s) without a non-negative integer id, e.g. {wrong[0]!r}", file=path
         )
-    return vocab
+    return vocab  # pyright: ignore[reportUnknownVariableType]
 
 
 def _read_merges(path: Path) -> tuple[tuple[str, str], ...]:
@@ -138,8 +180,14 @@ def _check_merges(vocab: Mapping[str, int], merges: tuple[tuple[str, str], ...],
         )
 
 
-def _read_config(folder: Path, vocab: Mapping[str, int]) -> CLIPTokenizerConfig:
-    config = JsonFile(folder / CONFIG_NAME, _read_json_object(folder / CONFIG_NAME))
+def _read_config(
+    folder: Path, vocab: Mapping[str, int], added_tokens: Mapping[str, Any] | None = None
+) -> CLIPTokenizerConfig:
+    """`added_tokens`: tokenizer.json's, which stand for an `added_tokens_decoder` the config lacks."""
+    data = _read_json_object(folder / CONFIG_NAME)
+    if added_tokens and "added_tokens_decoder" not in data:
+        data = {**data, "added_tokens_decoder": dict(added_tokens)}
+    config = JsonFile(folder / CONFIG_NAME, data)
     _check_supported(config)
     tokens = special_tokens(
         config, _optional_json(folder / SPECIAL_TOKENS_NAME), _optional_json(folder / ADDED_TOKENS_NAME)
@@ -203,6 +251,7 @@ __all__ = [
     "MERGES_HEADER",
     "MERGES_NAME",
     "SPECIAL_TOKENS_NAME",
+    "TOKENIZER_JSON_NAME",
     "VOCAB_NAME",
     "CLIPTokenizerConfig",
     "TokenizerFiles",
