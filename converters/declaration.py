@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
@@ -80,6 +81,35 @@ class UpstreamPart:
     repo_folder: str | None = None
 
 
+AssetRole = Literal["tokenizer", "scheduler", "processor"]
+ASSET_ROLES: tuple[AssetRole, ...] = ("tokenizer", "scheduler", "processor")
+
+
+@dataclass(frozen=True)
+class Asset:
+    """Files a conversion carries from its source into its output folder as they are.
+
+    What a converted model needs besides its weights to be used: a tokenizer, a scheduler config, an
+    image processor config. They are copied byte for byte into `OUT/<name>/<subfolder>/` and recorded in
+    the manifest with their hashes; a source without them still converts, with a warning.
+
+    Attributes:
+        subfolder: Where the source pipeline holds them (`tokenizer`), and where the output puts them.
+        role: What they are, for the manifest.
+        files: The file names carried when present; at least one must be, or the asset is absent.
+        check: Reads the copied folder and raises a ZooError if zoo could not use it (run before
+            anything is written); None: no check.
+        write_synthetic: (folder, size) -> writes a seeded stand-in for synthetic sources; None: synthetic
+            sources have none.
+    """
+
+    subfolder: str
+    role: AssetRole
+    files: tuple[str, ...]
+    check: Callable[[Path], object] | None = None
+    write_synthetic: Callable[[Path, Size], None] | None = None
+
+
 @dataclass(frozen=True)
 class SingleFileLayout:
     """How this component sits in an original single-file checkpoint (SGM / LDM layout).
@@ -120,6 +150,7 @@ class Conversion:
         fp16_warning: Said when converting to float16 is legal for the weights but unsafe at run time.
         family_check: Our derived config -> None when the source belongs to this family, else what
             differs (a wrong-family source is an error, not a silent conversion into the wrong name).
+        assets: Files carried from the source into the output as they are (tokenizers, scheduler).
         upstream_configs_of: Our config -> the upstream configs it derives from (the inverse of
             `derive_config`), so a model known only by its config (a `zoo.load`ed output, a model in
             memory) can be traced again, e.g. to place a LoRA's upstream names on it; None when the
@@ -141,6 +172,7 @@ class Conversion:
     single_file: SingleFileLayout | None = None
     fp16_warning: str | None = None
     family_check: Callable[[Any], str | None] = lambda _config: None
+    assets: tuple[Asset, ...] = ()
     upstream_configs_of: Callable[[Any], dict[str, dict[str, Any]]] | None = None
 
     @property
@@ -166,6 +198,9 @@ def upstream_prefix(conversion: Conversion, part: UpstreamPart) -> str:
 
 
 __all__ = [
+    "ASSET_ROLES",
+    "Asset",
+    "AssetRole",
     "Conversion",
     "KeyNormalization",
     "PinnedFile",

@@ -1,4 +1,4 @@
-"""Atomic writes of small text files (configs, manifests, caches).
+"""Atomic writes of small files (configs, manifests, caches, carried tokenizer files).
 
 Written to a temp file in the same folder, fsynced, then renamed over the target: a reader sees the old
 file or the new one, never half of one, and an error leaves nothing behind.
@@ -19,10 +19,15 @@ def _umask() -> int:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` (UTF-8) atomically, with the usual permissions (mkstemp's are 0600)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically, with the usual permissions (mkstemp's are 0600)."""
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temp, 0o666 & ~_umask())
@@ -32,4 +37,4 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-__all__ = ["write_text_atomic"]
+__all__ = ["write_bytes_atomic", "write_text_atomic"]

@@ -165,6 +165,12 @@ def download_pipeline_parts(
     return _snapshot_root(files[0], subfolders[0] if subfolders else ""), commit
 
 
+def download_optional_files(repo: str, filenames: Sequence[str], revision: str | None) -> list[Path]:
+    """The files of `filenames` the repo holds at `revision` (from the cache when offline); absent ones skipped."""
+    found = [_hub_download(repo, name, revision, missing_ok=True) for name in filenames]
+    return [path for path in found if path is not None]
+
+
 def _download_weights(repo: str, base: str, revision: str | None) -> list[Path]:
     tried: list[str] = []
     for name in WEIGHT_NAMES:
@@ -395,6 +401,7 @@ __all__ = [
     "cached_file_origin",
     "cached_path",
     "download_file",
+    "download_optional_files",
     "download_pinned",
     "download_pipeline_parts",
     "hub_errors",

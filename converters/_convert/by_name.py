@@ -46,6 +46,7 @@ def convert(
     dtype: torch.dtype | None = None,
     dry_run: bool = False,
     allow_nonfinite: bool = False,
+    allow_family_mismatch: bool = False,
     progress: ProgressFactory | None = None,
     report: Callable[[str], None] | None = None,
 ) -> ConvertRun:
@@ -53,7 +54,8 @@ def convert(
 
     With `synthetic`, a seeded source is written first (under `out/synthetic-source/`): a diffusers
     pipeline folder, and with `synthetic_layout="single-file"` also the original single-file checkpoint
-    made from it, which is then the source.
+    made from it, which is then the source. `allow_family_mismatch` converts a source whose config is
+    not of the family (an SD 1.5 autoencoder as SDXL's), with a warning, instead of refusing it.
     """
     conversions = registry.resolve(name)
     if source is not None and synthetic is not None:
@@ -63,7 +65,17 @@ def convert(
         synthetic_source = _write_synthetic(conversions, synthetic, synthetic_layout, out, report)
         source = str(synthetic_source)
     results = [
-        _convert_one(conversion, source, revision, out, dtype, dry_run, allow_nonfinite, progress)
+        _convert_one(
+            conversion,
+            source,
+            revision,
+            out,
+            dtype,
+            dry_run,
+            allow_nonfinite,
+            allow_family_mismatch,
+            progress,
+        )
         for conversion in conversions
     ]
     if not dry_run:
@@ -98,6 +110,7 @@ def _convert_one(
     dtype: torch.dtype | None,
     dry_run: bool,
     allow_nonfinite: bool,
+    allow_family_mismatch: bool,
     progress: ProgressFactory | None,
 ) -> ComponentResult:
     resolved = _resolve(conversion, source, revision)
@@ -109,6 +122,7 @@ def _convert_one(
             out,
             dtype=dtype,
             allow_nonfinite=allow_nonfinite,
+            allow_family_mismatch=allow_family_mismatch,
             dry_run=dry_run,
             progress=bar.update if bar is not None else None,
         )

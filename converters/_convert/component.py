@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import torch
 
 from converters._checkpoints import TensorPlan, WriteSummary, write_safetensors
 from converters._convert import keymap_cache
+from converters._convert.assets import carry_assets
 from converters._convert.sources import FolderSource, Source
 from converters._convert.upstream_tensors import UpstreamTensors, check_against_key_map, open_folder_tensors
 from converters._single_file.replay import open_single_file_tensors
@@ -42,21 +43,28 @@ class TracedConversion:
     model_class: str
     seconds: float
     from_cache: bool = False
+    warnings: tuple[str, ...] = ()
 
 
 def trace_conversion(
-    conversion: Conversion, configs: UpstreamConfigs, use_cache: bool = True
+    conversion: Conversion,
+    configs: UpstreamConfigs,
+    use_cache: bool = True,
+    allow_family_mismatch: bool = False,
 ) -> TracedConversion:
-    """Derive our config, then the key map: from the cache, or by building both models on meta and tracing."""
+    """Derive our config, then the key map: from the cache, or by building both models on meta and tracing.
+
+    A source whose config is not of the conversion's family (`Conversion.family_check`) is refused, or
+    with `allow_family_mismatch` converted with a warning saying what differs.
+    """
     started = time.perf_counter()
     config = conversion.derive_config(configs)
-    problem = conversion.family_check(config)
-    if problem is not None:
-        raise ConfigError(f"the source is not a {conversion.name} checkpoint: {problem}")
+    warnings = _family_warnings(conversion, config, allow_family_mismatch)
     cached = keymap_cache.load(conversion.name, configs) if use_cache else None
     if cached is not None:
         seconds = time.perf_counter() - started
-        return TracedConversion(conversion, configs, config, cached.keymap, cached.model_class, seconds, True)
+        keymap, model_class = cached.keymap, cached.model_class
+        return TracedConversion(conversion, configs, config, keymap, model_class, seconds, True, warnings)
     with torch.device("meta"):
         upstream = upstream_model(conversion, configs)
         target = conversion.build_target(config)
@@ -71,7 +79,20 @@ def trace_conversion(
     model_class = qualified_name(type(target))
     if use_cache:
         keymap_cache.store(conversion.name, configs, keymap, model_class)
-    return TracedConversion(conversion, configs, config, keymap, model_class, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return TracedConversion(conversion, configs, config, keymap, model_class, seconds, warnings=warnings)
+
+
+def _family_warnings(conversion: Conversion, config: Any, allow_family_mismatch: bool) -> tuple[str, ...]:
+    problem = conversion.family_check(config)
+    if problem is None:
+        return ()
+    if not allow_family_mismatch:
+        raise ConfigError(
+            f"the source is not a {conversion.name} checkpoint: {problem}",
+            hint="if that is what you want, convert it anyway with --allow-family-mismatch",
+        )
+    return (f"converted as {conversion.name} although {problem} (--allow-family-mismatch)",)
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,8 @@ class ComponentResult:
     source_files: list[Path]
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
+    assets: dict[str, str] = field(default_factory=dict)  # file (relative to `folder`) -> its role
+    source_roles: dict[str, str] = field(default_factory=dict)  # source file -> role, for non-model files
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +130,7 @@ class ComponentResult:
             "source_files": [str(path) for path in self.source_files],
             "dry_run": self.dry_run,
             "warnings": self.warnings,
+            "assets": self.assets,
         }
 
 
@@ -130,21 +154,24 @@ def convert_component(
     *,
     dtype: torch.dtype | None = None,
     allow_nonfinite: bool = False,
+    allow_family_mismatch: bool = False,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ComponentResult:
-    """Convert `source` into `out/<name>/model.safetensors` + `config.json`.
+    """Convert `source` into `out/<name>/model.safetensors` + `config.json` (+ the assets it carries).
 
-    Nothing is written on a dry run or on any error (the writer is atomic; config.json is written last).
+    Nothing is written on a dry run or on any error (the writer is atomic; the assets are checked
+    before anything is written; config.json is written last).
     """
     started = time.perf_counter()
     with open_upstream(conversion, source) as (configs, tensors):
-        traced = trace_conversion(conversion, configs)
+        traced = trace_conversion(conversion, configs, allow_family_mismatch=allow_family_mismatch)
         check_against_key_map(tensors, traced.keymap, conversion.family)
         plans = _plans(traced.keymap, tensors, dtype)
         folder = out / conversion.name
         metadata = _metadata(traced)
-        warnings = _warnings(conversion, plans)
+        carried = carry_assets(conversion, source)
+        warnings = [*traced.warnings, *_warnings(conversion, plans), *carried.warnings]
         if dry_run:
             summary = None
         else:
@@ -155,8 +182,10 @@ def convert_component(
                 )
             except TensorValueError as error:
                 raise _blame_source(error, traced.keymap, tensors) from None
+            carried.write(folder)
             write_json_atomic(folder / CONFIG_NAME, output_config(traced, plans))
-    return _result(conversion, folder, plans, summary, traced, source, started, warnings, dry_run)
+    result = _result(conversion, folder, plans, summary, traced, source, started, warnings, dry_run)
+    return replace(result, assets=carried.outputs(), source_roles=carried.source_roles())
 
 
 def _blame_source(error: TensorValueError, keymap: KeyMap, tensors: UpstreamTensors) -> TensorValueError:

@@ -71,7 +71,10 @@ def output_entry(
 ) -> dict[str, Any]:
     """The manifest entry of one converted component (output paths relative to `root`)."""
     config = json.loads((result.folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    sources = [source_record(Path(path), conversion, root) for path in result.source_files]
+    sources = [
+        source_record(Path(path), conversion, root, result.source_roles.get(str(path)))
+        for path in result.source_files
+    ]
     weights = {
         "file": relative(result.folder / WEIGHTS_NAME, root),
         "role": "weights",
@@ -83,6 +86,7 @@ def output_entry(
         "unknown": {},
     }
     outputs = [weights, file_record(result.folder / CONFIG_NAME, root, "config")]
+    outputs += [file_record(result.folder / file, root, role) for file, role in sorted(result.assets.items())]
     license, license_reason = entry_license(sources)
     parity = _kept_parity(previous, weights, sources)
     return {
@@ -112,10 +116,14 @@ def target_record(output_config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def source_record(path: Path, conversion: Conversion, root: Path) -> dict[str, Any]:
-    """A source file: its Hub origin when it sits in the HF cache, else its path relative to `root`."""
+def source_record(path: Path, conversion: Conversion, root: Path, role: str | None = None) -> dict[str, Any]:
+    """A source file: its Hub origin when it sits in the HF cache, else its path relative to `root`.
+
+    `role`: what the file is when it is not the model's own (an asset: `tokenizer`, `scheduler`...);
+    by default `config` for a config.json and `weights` otherwise.
+    """
     sha256, size = sha256_file(path), path.stat().st_size
-    role = "config" if path.name == CONFIG_NAME else "weights"
+    role = role or ("config" if path.name == CONFIG_NAME else "weights")
     origin = cached_file_origin(path)
     if origin is None:
         why = f"a local file: its licence is not known (the declared upstream {conversion.hub_repo} is {conversion.license})"

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from converters.declaration import Conversion, UpstreamPart
 from zoo.errors import ConfigError, FormatError
-from zoo.hub import download_pipeline_parts
+from zoo.hub import download_optional_files, download_pipeline_parts
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -25,10 +25,12 @@ class FolderSource:
     configs: dict[str, dict[str, Any]]  # subfolder -> config.json content
     repo: str | None = None
     revision: str | None = None
+    assets: dict[str, list[Path]] = field(default_factory=dict)  # asset subfolder -> its files present
 
     @property
     def files(self) -> list[Path]:
-        return [*self.weights.values(), *(folder / "config.json" for folder in self.folders.values())]
+        configs = [folder / "config.json" for folder in self.folders.values()]
+        return [*self.weights.values(), *configs, *(path for paths in self.assets.values() for path in paths)]
 
 
 @dataclass(frozen=True)
@@ -74,14 +76,41 @@ def resolve_hub_source(conversion: Conversion, repo: str, revision: str | None =
         root, used = download_pipeline_parts(repo, [folder], revision=revision or pinned, pins=pins)
         folders[part.subfolder] = root / folder
         resolved.append(used or "?")
-    return _from_folders(conversion, folders, repo=repo, revision=",".join(sorted(set(resolved))))
+    source = _from_folders(conversion, folders, repo=repo, revision=",".join(sorted(set(resolved))))
+    return replace(
+        source, assets=_hub_assets(conversion, repo, resolved[0] if len(set(resolved)) == 1 else None)
+    )
+
+
+def _hub_assets(conversion: Conversion, repo: str, revision: str | None) -> dict[str, list[Path]]:
+    """The assets' files the repo holds at that revision (absent ones are skipped, not errors)."""
+    found: dict[str, list[Path]] = {}
+    for asset in conversion.assets:
+        names = [f"{asset.subfolder}/{name}" for name in asset.files]
+        paths = download_optional_files(repo, names, revision)
+        if paths:
+            found[asset.subfolder] = paths
+    return found
 
 
 def _folder_source(
     conversion: Conversion, path: Path, repo: str | None = None, revision: str | None = None
 ) -> Source:
     folders = {part.subfolder: _part_folder(conversion, part, path) for part in conversion.parts}
-    return _from_folders(conversion, folders, repo, revision)
+    pipeline = path if all(folder.parent == path for folder in folders.values()) else None
+    source = _from_folders(conversion, folders, repo, revision)
+    return replace(source, assets=local_assets(conversion, pipeline)) if pipeline else source
+
+
+def local_assets(conversion: Conversion, pipeline: Path) -> dict[str, list[Path]]:
+    """The assets' files a pipeline folder holds (`tokenizer/vocab.json`, ...); absent ones are skipped."""
+    found: dict[str, list[Path]] = {}
+    for asset in conversion.assets:
+        paths = [pipeline / asset.subfolder / name for name in asset.files]
+        present = [path for path in paths if path.is_file()]
+        if present:
+            found[asset.subfolder] = present
+    return found
 
 
 def _from_folders(
@@ -144,4 +173,12 @@ def read_config(path: Path) -> dict[str, Any]:
     return data  # pyright: ignore[reportUnknownVariableType]
 
 
-__all__ = ["FolderSource", "SingleFileSource", "Source", "find_weights", "read_config", "resolve_source"]
+__all__ = [
+    "FolderSource",
+    "SingleFileSource",
+    "Source",
+    "find_weights",
+    "local_assets",
+    "read_config",
+    "resolve_source",
+]

@@ -27,7 +27,8 @@ def write_synthetic_pipeline(
     """Write a diffusers-style pipeline folder holding every upstream part the conversions read.
 
     A folder per part (`folder/<subfolder>/`, written by the upstream library's `save_pretrained`),
-    and `model_index.json` naming `pipeline_class` when the family is a diffusers pipeline.
+    the stand-ins of the conversions' assets (tokenizers, scheduler config), and `model_index.json`
+    naming `pipeline_class` when the family is a diffusers pipeline.
 
     Full-size parts are saved in float16 (as the Hub's fp16 variants), one model in memory at a time.
     """
@@ -46,6 +47,10 @@ def write_synthetic_pipeline(
             )
             index[part.subfolder] = part.library_class.split(".", 1)
             done.add(part.subfolder)
+        for asset in conversion.assets:
+            if asset.write_synthetic is not None and asset.subfolder not in done:
+                asset.write_synthetic(folder / asset.subfolder, size)
+                done.add(asset.subfolder)
     if pipeline_class is not None:
         (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return folder

@@ -16,7 +16,6 @@ from converters._convert.by_name import convert
 from converters._verify.differences import first_difference
 from converters._verify.findings import Finding, entry_dtype, source_argument, source_findings
 from converters.lora import convert_lora
-from zoo.formats import CONFIG_NAME, WEIGHTS_NAME
 from zoo.hub import sha256_file
 from zoo.manifest import Manifest, is_lora, weights_output
 
@@ -33,9 +32,9 @@ def reproduce_findings(manifest: Manifest, name: str, out: Path) -> list[Finding
     root = manifest.output_root(out)
     with tempfile.TemporaryDirectory(prefix="zoo-reproduce-") as temp:
         run = convert(name, out=Path(temp), source=source, revision=revision, dtype=entry_dtype(entry))
-        fresh_folder = run.results[0].folder
+        fresh_root = run.results[0].folder.parent
         return [
-            compare_output(name, output, _fresh_file(fresh_folder, output), root / output["file"])
+            compare_output(name, output, fresh_root / output["file"], root / output["file"])
             for output in entry["outputs"]
         ]
 
@@ -82,10 +81,6 @@ def _base_finding(
                 return Finding(name, "reproduce", "mismatch", label, detail)
     extra = sorted(set(now) - {model["component"] for model in recorded})
     return Finding(name, "reproduce", "mismatch", label, f"the LoRA now also changes {', '.join(extra)}")
-
-
-def _fresh_file(folder: Path, output: Mapping[str, Any]) -> Path:
-    return folder / (WEIGHTS_NAME if output["role"] == "weights" else CONFIG_NAME)
 
 
 def compare_output(name: str, output: Mapping[str, Any], fresh: Path, local: Path) -> Finding:

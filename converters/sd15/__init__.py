@@ -9,6 +9,7 @@ from converters.declaration import PinnedFile
 from converters.family import Family, Recognizer
 from converters.registry import register
 from converters.sd15.original import AUTOENCODER_LAYOUT, SD2, SINGLE_FILE, TEXT_ENCODER_LAYOUT, UNET_LAYOUT
+from converters.sd15.scheduler import SCHEDULER
 from converters.sd15.tiny import TINY
 from converters.stable_diffusion import recognizers as looks
 from converters.stable_diffusion.conversions import (
@@ -30,6 +31,7 @@ UNET = unet_conversion(
     UNetConfig.sd15(),
     TINY,
     single_file=UNET_LAYOUT,
+    scheduler=SCHEDULER,
     pinned=PinnedFile(
         HUB_REPO,
         "unet/diffusion_pytorch_model.safetensors",

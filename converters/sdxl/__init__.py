@@ -16,6 +16,7 @@ from converters.sdxl.original import (
     TEXT_ENCODER_LAYOUT,
     UNET_LAYOUT,
 )
+from converters.sdxl.scheduler import SCHEDULER
 from converters.sdxl.tiny import TINY
 from converters.stable_diffusion import recognizers as looks
 from converters.stable_diffusion.conversions import (
@@ -38,6 +39,7 @@ UNET = unet_conversion(
     UNetConfig.sdxl(),
     TINY,
     single_file=UNET_LAYOUT,
+    scheduler=SCHEDULER,
     pinned=PinnedFile(
         HUB_REPO,
         "unet/diffusion_pytorch_model.safetensors",

@@ -78,9 +78,8 @@ def _check_supported(config: Mapping[str, Any]) -> None:
     groups, channels = config["norm_num_groups"], list(config["block_out_channels"])
     if not isinstance(groups, int) or groups <= 0 or any(width % groups for width in channels):
         raise _fail("norm_num_groups", groups, f"does not divide every block_out_channels {channels}")
-    for field in ("latents_mean", "latents_std"):
-        if config[field] is not None:
-            raise _fail(field, config[field], "per-channel latent statistics are not supported")
+    if (config["latents_mean"] is None) != (config["latents_std"] is None):
+        raise _fail("latents_mean", config["latents_mean"], "latents_mean and latents_std come together")
 
 
 def derive_autoencoder_config(upstream: Mapping[str, Any]) -> AutoencoderConfig:
@@ -91,7 +90,7 @@ def derive_autoencoder_config(upstream: Mapping[str, Any]) -> AutoencoderConfig:
 
     Raises:
         ConfigError: A field asks for a variant this model does not build (another autoencoder class,
-            block type or activation, per-channel latent statistics, inconsistent sizes); the message
+            block type or activation, inconsistent sizes or latent statistics); the message
             names the field and its value.
     """
     config = {**UPSTREAM_DEFAULTS, **upstream}
@@ -107,6 +106,8 @@ def derive_autoencoder_config(upstream: Mapping[str, Any]) -> AutoencoderConfig:
             eps=UPSTREAM_EPS,
             scaling_factor=float(config["scaling_factor"]),
             shift_factor=None if config["shift_factor"] is None else float(config["shift_factor"]),
+            latents_mean=_statistics(config["latents_mean"]),
+            latents_std=_statistics(config["latents_std"]),
             force_upcast=bool(config["force_upcast"]),
             use_quant_conv=bool(config["use_quant_conv"]),
             use_post_quant_conv=bool(config["use_post_quant_conv"]),
@@ -114,6 +115,10 @@ def derive_autoencoder_config(upstream: Mapping[str, Any]) -> AutoencoderConfig:
         )
     except (TypeError, ValueError) as error:
         raise ConfigError(f"AutoencoderKL config is inconsistent: {error}") from error
+
+
+def _statistics(values: Any) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(value) for value in values)
 
 
 def upstream_autoencoder_config(config: AutoencoderConfig) -> dict[str, Any]:
@@ -137,6 +142,8 @@ def upstream_autoencoder_config(config: AutoencoderConfig) -> dict[str, Any]:
         "norm_num_groups": config.norm_groups,
         "scaling_factor": config.scaling_factor,
         "shift_factor": config.shift_factor,
+        "latents_mean": None if config.latents_mean is None else list(config.latents_mean),
+        "latents_std": None if config.latents_std is None else list(config.latents_std),
         "force_upcast": config.force_upcast,
         "use_quant_conv": config.use_quant_conv,
         "use_post_quant_conv": config.use_post_quant_conv,

@@ -15,6 +15,7 @@ from torch import nn
 
 from converters._tracing import Overrides
 from converters.declaration import (
+    Asset,
     Conversion,
     KeyNormalization,
     PinnedFile,
@@ -24,6 +25,7 @@ from converters.declaration import (
     UpstreamConfigs,
     UpstreamPart,
 )
+from converters.stable_diffusion.assets import scheduler_asset, tokenizer_asset
 from converters.stable_diffusion.autoencoder import (
     autoencoder_example_inputs,
     derive_autoencoder_config,
@@ -63,6 +65,14 @@ def _diffusers_model(class_name: str, config: dict[str, Any]) -> nn.Module:
 
 def _differs(field: str, value: object, expected: object) -> str | None:
     return None if value == expected else f"{field} is {value!r}, this family has {expected!r}"
+
+
+def _latent_space_differs(config: AutoencoderConfig, full: AutoencoderConfig) -> str | None:
+    """A VAE with per-channel latent statistics declares its own latent space (Playground v2.5 style):
+    it is of the family's architecture on purpose. Otherwise its scale must be the family's."""
+    if config.latents_mean is not None:
+        return None
+    return _differs("scaling_factor", config.scaling_factor, full.scaling_factor)
 
 
 def vae_normalization(shapes: Mapping[str, Shape]) -> KeyNormalization:
@@ -114,7 +124,7 @@ def autoencoder_conversion(
         synthetic_configs=synthetic,
         single_file=single_file,
         fp16_warning=fp16_warning,
-        family_check=lambda config: _differs("scaling_factor", config.scaling_factor, full.scaling_factor),
+        family_check=lambda config: _latent_space_differs(config, full),
         upstream_configs_of=lambda config: {"vae": upstream_autoencoder_config(config)},
     )
 
@@ -156,6 +166,22 @@ def clip_part(subfolder: str, with_projection: bool, pinned: PinnedFile | None =
     )
 
 
+END = "<|endoftext|>"  # CLIP-L's tokenizers pad with the end token
+OPEN_CLIP_PAD = "!"  # SDXL's second tokenizer pads with id 0, "!", as OpenCLIP does
+
+
+def _tokenizer(
+    subfolder: str, pad_token: str, synthetic: Callable[[Size], dict[str, dict[str, Any]]], part: str
+) -> Asset:
+    """A tokenizer folder; synthetic stand-ins fit the tower's positions and vocabulary."""
+    return tokenizer_asset(
+        subfolder,
+        pad_token,
+        max_length=lambda size: int(synthetic(size)[part]["max_position_embeddings"]),
+        vocab_size=lambda size: int(synthetic(size)[part]["vocab_size"]),
+    )
+
+
 def _run_clip_upstream(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     output = model(ids)
     return output.last_hidden_state, output.pooler_output
@@ -175,7 +201,10 @@ def sd15_text_encoder_conversion(
     pinned: PinnedFile | None = None,
     single_file: SingleFileLayout | None = None,
 ) -> Conversion:
-    """SD 1.5's CLIP-L tower: the last hidden state after the final norm conditions the UNet."""
+    """SD 1.5's CLIP-L tower: the last hidden state after the final norm conditions the UNet.
+
+    It carries the pipeline's `tokenizer/` (padded with the end token).
+    """
 
     def synthetic(size: Size) -> dict[str, dict[str, Any]]:
         if size == "tiny":
@@ -184,10 +213,11 @@ def sd15_text_encoder_conversion(
 
     return Conversion(
         name=name,
-        description="CLIP ViT-L/14 text encoder (transformers CLIPTextModel)",
+        description="CLIP ViT-L/14 text encoder (transformers CLIPTextModel), with its tokenizer",
         hub_repo=hub_repo,
         license=license,
         parts=(clip_part("text_encoder", with_projection=False, pinned=pinned),),
+        assets=(_tokenizer("tokenizer", END, synthetic, "text_encoder"),),
         derive_config=lambda configs: derive_clip_text_config(configs["text_encoder"], with_projection=False),
         build_target=SD15TextEncoder,
         example_inputs=lambda config, device, _dtype: example_input_ids(config, device),
@@ -214,7 +244,11 @@ def sdxl_text_encoder_conversion(
     pinned: tuple[PinnedFile | None, PinnedFile | None] = (None, None),
     single_file: SingleFileLayout | None = None,
 ) -> Conversion:
-    """SDXL's two towers in one file: CLIP-L and OpenCLIP bigG (with projection)."""
+    """SDXL's two towers in one file: CLIP-L and OpenCLIP bigG (with projection).
+
+    It carries the pipeline's `tokenizer/` (padded with the end token) and `tokenizer_2/` (padded
+    with `!`, id 0, as OpenCLIP pads).
+    """
 
     def synthetic(size: Size) -> dict[str, dict[str, Any]]:
         if size == "tiny":
@@ -227,12 +261,16 @@ def sdxl_text_encoder_conversion(
 
     return Conversion(
         name=name,
-        description="CLIP-L + OpenCLIP bigG text encoders: 2048-wide context and pooled embedding",
+        description="CLIP-L + OpenCLIP bigG text encoders: 2048-wide context and pooled embedding, with tokenizers",
         hub_repo=hub_repo,
         license=license,
         parts=(
             clip_part("text_encoder", with_projection=False, pinned=pinned[0]),
             clip_part("text_encoder_2", with_projection=True, pinned=pinned[1]),
+        ),
+        assets=(
+            _tokenizer("tokenizer", END, synthetic, "text_encoder"),
+            _tokenizer("tokenizer_2", OPEN_CLIP_PAD, synthetic, "text_encoder_2"),
         ),
         derive_config=lambda configs: derive_sdxl_text_encoder_config(
             configs["text_encoder"], configs["text_encoder_2"]
@@ -266,17 +304,23 @@ def unet_conversion(
     tiny: UpstreamConfigs,
     pinned: PinnedFile | None = None,
     single_file: SingleFileLayout | None = None,
+    scheduler: Mapping[str, Any] | None = None,
 ) -> Conversion:
-    """The denoising UNet (diffusers `UNet2DConditionModel`); the variant comes from its config.json."""
+    """The denoising UNet (diffusers `UNet2DConditionModel`); the variant comes from its config.json.
+
+    It carries the pipeline's `scheduler/scheduler_config.json` (the noise schedule it was trained
+    with); synthetic sources get `scheduler`, the family's own.
+    """
 
     def synthetic(size: Size) -> dict[str, dict[str, Any]]:
         return {"unet": diffusers_unet_config(full) if size == "full" else dict(tiny["unet"])}
 
     return Conversion(
         name=name,
-        description="denoising UNet (diffusers UNet2DConditionModel)",
+        description="denoising UNet (diffusers UNet2DConditionModel), with its scheduler config",
         hub_repo=hub_repo,
         license=license,
+        assets=(scheduler_asset(scheduler),) if scheduler is not None else (),
         parts=(
             UpstreamPart(
                 "unet",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 CLIP_COMMON = {
     "model_type": "clip_text_model",
-    "vocab_size": 99,
+    "vocab_size": 1000,  # room for the synthetic tokenizer's vocabulary (converters.stable_diffusion.assets)
     "max_position_embeddings": 16,
     "layer_norm_eps": 1e-5,
     "bos_token_id": 0,

@@ -56,7 +56,6 @@ _FIXED: dict[str, tuple[object, ...]] = {
 
 # Upstream fields that change neither the weights nor the computation of a forward pass.
 _IGNORED = {
-    "sample_size": "the resolution the model was trained at; any resolution runs",
     "dropout": "dropout is off at inference",
     "addition_embed_type_num_heads": "only used by addition_embed_type='text', which is not supported",
 }
@@ -88,6 +87,7 @@ _DEFAULTS: dict[str, Any] = {
     "projection_class_embeddings_input_dim": None,
     "time_embedding_dim": None,
     "time_cond_proj_dim": None,
+    "sample_size": None,  # changes no weight; kept as the default image size
 }
 
 _DOWN = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}
@@ -203,10 +203,18 @@ def derive_unet_config(upstream: Mapping[str, Any]) -> UNetConfig:
             flip_sin_to_cos=get("flip_sin_to_cos"),
             freq_shift=get("freq_shift"),
             time_cond_proj_dim=get("time_cond_proj_dim"),
+            sample_size=_sample_size(upstream.get("sample_size")),
             **_added_conditioning(upstream),
         )
     except ValueError as error:
         raise ConfigError(f"inconsistent UNet config: {error}", hint=_HINT) from error
+
+
+def _sample_size(value: Any) -> int | None:
+    """diffusers allows a (height, width) pair; a square one is kept, anything else is unknown."""
+    if isinstance(value, list | tuple) and len(value) == 2 and value[0] == value[1]:  # pyright: ignore[reportUnknownArgumentType]
+        value = value[0]  # pyright: ignore[reportUnknownVariableType]
+    return int(value) if isinstance(value, int) else None
 
 
 # Fixed in diffusers' code (not in its config): a config differing here has no upstream equivalent.
@@ -245,6 +253,7 @@ def diffusers_unet_config(config: UNetConfig) -> dict[str, Any]:
         "addition_time_embed_dim": config.addition_time_embed_dim,
         "projection_class_embeddings_input_dim": config.addition_embed_input_dim,
         "upcast_attention": config.upcast_attention,
+        "sample_size": config.sample_size,
     }
 
 

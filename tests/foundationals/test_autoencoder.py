@@ -67,6 +67,13 @@ TINY_VARIANTS = {
         shift_factor=0.1159,
         scaling_factor=0.3611,
     ),
+    # Playground v2.5 style: its own latent space, with per-channel statistics.
+    "tiny-latent-statistics": dataclasses.replace(
+        AutoencoderConfig.tiny(),
+        scaling_factor=0.5,
+        latents_mean=(-1.6574, 1.886, -1.383, 2.5155),
+        latents_std=(8.4927, 5.9022, 6.5498, 5.2299),
+    ),
 }
 
 
@@ -123,6 +130,30 @@ def _relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
 # -- parity -----------------------------------------------------------------------------------------
 
 
+def _statistics(config: AutoencoderConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if config.latents_mean is None or config.latents_std is None:
+        return None
+    return torch.tensor(config.latents_mean).view(1, -1, 1, 1), torch.tensor(config.latents_std).view(
+        1, -1, 1, 1
+    )
+
+
+def _pipeline_scaled(config: AutoencoderConfig, mean: torch.Tensor) -> torch.Tensor:
+    """As diffusers' pipelines scale an encoded mean (image to image)."""
+    statistics = _statistics(config)
+    if statistics is not None:
+        return (mean - statistics[0]) * config.scaling_factor / statistics[1]
+    return (mean - (config.shift_factor or 0.0)) * config.scaling_factor
+
+
+def _pipeline_unscaled(config: AutoencoderConfig, latents: torch.Tensor) -> torch.Tensor:
+    """As diffusers' SDXL pipeline unscales latents before decoding."""
+    statistics = _statistics(config)
+    if statistics is not None:
+        return latents * statistics[1] / config.scaling_factor + statistics[0]
+    return latents / config.scaling_factor + (config.shift_factor or 0.0)
+
+
 @pytest.mark.parametrize("variant", TINY_VARIANTS)
 def test_parity_with_diffusers(variant: str) -> None:
     config = TINY_VARIANTS[variant]
@@ -130,10 +161,9 @@ def test_parity_with_diffusers(variant: str) -> None:
     ours = _converted(config, upstream)
     images = autoencoder_example_inputs(config)
     latents = torch.randn(1, config.latent_channels, 16, 16, generator=torch.Generator().manual_seed(2))
-    shift = config.shift_factor or 0.0
     with torch.no_grad():
-        expected_latents = (_upstream_mean(upstream, images) - shift) * config.scaling_factor
-        expected_images = _upstream_decode(upstream, latents / config.scaling_factor + shift)
+        expected_latents = _pipeline_scaled(config, _upstream_mean(upstream, images))
+        expected_images = _upstream_decode(upstream, _pipeline_unscaled(config, latents))
         assert _relative_error(ours.encode(images), expected_latents) <= 1e-5
         assert _relative_error(ours.decode(latents), expected_images) <= 1e-5
         assert _relative_error(ours(images), ours.decode(ours.encode(images))) == 0
@@ -225,8 +255,7 @@ def test_upstream_defaults_are_diffusers_defaults() -> None:
         ("act_fn", "gelu"),
         ("down_block_types", ["DownEncoderBlock2D"] * 3 + ["AttnDownEncoderBlock2D"]),
         ("up_block_types", ["UpDecoderBlock2D"] * 3),
-        ("latents_mean", [0.0, 0.0, 0.0, 0.0]),
-        ("latents_std", [1.0, 1.0, 1.0, 1.0]),
+        ("latents_mean", [0.0, 0.0, 0.0, 0.0]),  # without latents_std
         ("norm_num_groups", 24),
     ],
 )

@@ -54,6 +54,11 @@ class _ConvertCommand(click.Command):
 @click.option(
     "--allow-nonfinite", is_flag=True, help="Accept NaN/Inf in source tensors (an error by default)."
 )
+@click.option(
+    "--allow-family-mismatch",
+    is_flag=True,
+    help="Convert a source whose config is not the family's (e.g. an SD 1.5 VAE as sdxl.autoencoder), with a warning.",
+)
 @click.option("--dry-run", is_flag=True, help="Trace, check and plan everything; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def convert(
@@ -65,13 +70,15 @@ def convert(
     synthetic: Any,
     layout: Any,
     allow_nonfinite: bool,
+    allow_family_mismatch: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
     """Convert NAME (`sdxl`, `sd15`, or one component such as `sdxl.unet`) into OUT/<component>/.
 
     Each component becomes OUT/<component>/model.safetensors (deterministic bytes) and config.json
-    (our model's config), loadable with `zoo.load(OUT/<component>)`. Every upstream tensor is used or
+    (our model's config), loadable with `zoo.load(OUT/<component>)`, plus what using it needs, copied
+    as it is (the text encoders' tokenizers, the UNet's scheduler config: `zoo generate OUT` reads them). Every upstream tensor is used or
     explicitly ignored, or the conversion fails and writes nothing.
 
     \b
@@ -96,6 +103,7 @@ def convert(
         dtype=torch_dtype(dtype),
         dry_run=dry_run,
         allow_nonfinite=allow_nonfinite,
+        allow_family_mismatch=allow_family_mismatch,
         progress=progress,
         report=None if as_json else lambda line: click.echo(line, err=True),
     )

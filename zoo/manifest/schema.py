@@ -44,7 +44,9 @@ _STR, _INT, _DICT, _LIST = Field((str,)), Field((int,)), Field((dict,)), Field((
 _SHA, _NUMBER = Field((str,), pattern=SHA256), Field((int, float))
 _OPT_STR, _OPT_INT = Field((str,), nullable=True), Field((int,), nullable=True)
 _OPT_SHA = Field((str,), nullable=True, pattern=SHA256)
-_ROLE = Field((str,), choices=("weights", "config"))
+# The model's weights and config.json, and the assets carried beside them (`converters.declaration.Asset`).
+FILE_ROLES = ("weights", "config", "tokenizer", "scheduler", "processor")
+_ROLE = Field((str,), choices=FILE_ROLES)
 
 TOP = {
     "manifest_version": _INT,
@@ -302,6 +304,7 @@ def _check_relative(file: str, at: str, problems: list[str]) -> None:
 
 __all__ = [
     "ENTRY_TYPES",
+    "FILE_ROLES",
     "KINDS",
     "LORA_BASE_KINDS",
     "LORA_PARITY",

@@ -49,6 +49,10 @@ class AutoencoderConfig:
         scaling_factor: Latents are `(mean - shift_factor) * scaling_factor`, so that they have roughly
             unit variance for the diffusion model (0.18215 for SD 1.5, 0.13025 for SDXL).
         shift_factor: Subtracted from the mean before scaling; None means no shift.
+        latents_mean: Per-channel means of the latent space, when the model declares its own (Playground
+            v2.5 style): latents are then `(mean - latents_mean) * scaling_factor / latents_std` and
+            `shift_factor` is not used. None: one scale for every channel.
+        latents_std: Per-channel standard deviations, set exactly when `latents_mean` is.
         force_upcast: Whether the weights need float32 activations (upstream's flag: SDXL's VAE
             overflows in float16, a fine-tuned "fp16-fix" one does not). Informational: it does not
             change the architecture.
@@ -66,6 +70,8 @@ class AutoencoderConfig:
     eps: float = 1e-6
     scaling_factor: float = 0.13025
     shift_factor: float | None = None
+    latents_mean: tuple[float, ...] | None = None
+    latents_std: tuple[float, ...] | None = None
     force_upcast: bool = True
     use_quant_conv: bool = True
     use_post_quant_conv: bool = True
@@ -81,6 +87,13 @@ class AutoencoderConfig:
             raise ValueError(f"block_channels {uneven} are not divisible by norm_groups {self.norm_groups}")
         if self.scaling_factor == 0:
             raise ValueError("scaling_factor is 0: latents could not be decoded")
+        if (self.latents_mean is None) != (self.latents_std is None):
+            raise ValueError("latents_mean and latents_std come together: give both or neither")
+        for name, stats in (("latents_mean", self.latents_mean), ("latents_std", self.latents_std)):
+            if stats is not None and len(stats) != self.latent_channels:
+                raise ValueError(f"{name} has {len(stats)} values for {self.latent_channels} latent channels")
+        if self.latents_std is not None and 0 in self.latents_std:
+            raise ValueError("latents_std has a 0: latents could not be decoded")
 
     @classmethod
     def sd15(cls) -> AutoencoderConfig:
@@ -269,6 +282,44 @@ class UnscaleLatents(fl.Multiply):
         super().__init__(scale=1.0 / scaling_factor, bias=shift_factor or 0.0)
 
 
+class LatentStatistics(fl.ContextModule):
+    """Per-channel latent normalisation (Playground v2.5 style): `(z - mean) * scale / std`, or its inverse.
+
+    The statistics are constants of the config, not weights: they are made on the input's device and
+    dtype at each call, in the order of operations diffusers' pipelines use.
+    """
+
+    def __init__(
+        self, mean: tuple[float, ...], std: tuple[float, ...], scaling_factor: float, inverse: bool
+    ) -> None:
+        super().__init__()
+        self.mean, self.std, self.scaling_factor, self.inverse = mean, std, scaling_factor, inverse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1).to(x.device, x.dtype)
+        std = torch.tensor(self.std).view(1, -1, 1, 1).to(x.device, x.dtype)
+        if self.inverse:
+            return x * std / self.scaling_factor + mean
+        return (x - mean) * self.scaling_factor / std
+
+    def extra_repr(self) -> str:
+        return (
+            f"mean={self.mean}, std={self.std}, scaling_factor={self.scaling_factor}, inverse={self.inverse}"
+        )
+
+
+def _scale(config: AutoencoderConfig) -> torch.nn.Module:
+    if config.latents_mean is not None and config.latents_std is not None:
+        return LatentStatistics(config.latents_mean, config.latents_std, config.scaling_factor, inverse=False)
+    return ScaleLatents(config.scaling_factor, config.shift_factor)
+
+
+def _unscale(config: AutoencoderConfig) -> torch.nn.Module:
+    if config.latents_mean is not None and config.latents_std is not None:
+        return LatentStatistics(config.latents_mean, config.latents_std, config.scaling_factor, inverse=True)
+    return UnscaleLatents(config.scaling_factor, config.shift_factor)
+
+
 class Encoder(fl.Chain):
     """Image in [-1, 1] → scaled latent mean."""
 
@@ -282,7 +333,7 @@ class Encoder(fl.Chain):
             OutputBlock(channels[-1], moments, config, device, dtype),
             *quant,
             LatentMean(config.latent_channels),
-            ScaleLatents(config.scaling_factor, config.shift_factor),
+            _scale(config),
         )
 
 
@@ -297,7 +348,7 @@ class Decoder(fl.Chain):
             else []
         )
         super().__init__(
-            UnscaleLatents(config.scaling_factor, config.shift_factor),
+            _unscale(config),
             *post_quant,
             fl.Conv2d(latent, channels[-1], 3, padding=1, device=device, dtype=dtype),
             MidBlock(config, device, dtype),
@@ -350,6 +401,7 @@ __all__ = [
     "Encoder",
     "LatentDiffusionAutoencoder",
     "LatentMean",
+    "LatentStatistics",
     "MidBlock",
     "OutputBlock",
     "PostQuantConv",

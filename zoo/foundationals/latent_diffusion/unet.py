@@ -88,6 +88,9 @@ class UNetConfig:
             1280 + 6 × 256 for SDXL).
         upcast_attention: Upstream computes some attentions in float32 (SD 2.1); not supported here,
             so it must be False.
+        sample_size: The latent size (per side) the model was trained at, upstream's `sample_size`
+            (128 for SDXL, 64 for SD 1.5): images default to it times the autoencoder's downscale. It
+            changes no weight; None when unknown.
     """
 
     in_channels: int = 4
@@ -112,6 +115,7 @@ class UNetConfig:
     addition_time_embed_dim: int | None = 256
     addition_embed_input_dim: int | None = 2816
     upcast_attention: bool = False
+    sample_size: int | None = None
 
     def __post_init__(self) -> None:
         levels = len(self.block_channels)
@@ -154,7 +158,7 @@ class UNetConfig:
     @classmethod
     def sdxl(cls) -> UNetConfig:
         """SDXL base 1.0 (2.57 B parameters)."""
-        return cls()
+        return cls(sample_size=128)
 
     @classmethod
     def sd15(cls) -> UNetConfig:
@@ -169,6 +173,7 @@ class UNetConfig:
             addition_embed_type=None,
             addition_time_embed_dim=None,
             addition_embed_input_dim=None,
+            sample_size=64,
         )
 
     @classmethod
