@@ -13,7 +13,7 @@ import functools
 import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import torch
 from torch import nn
@@ -297,7 +297,7 @@ class Chain(ContextModule):
     def forward(self, *args: Any) -> Any:
         result: Any = args[0] if len(args) == 1 else args
         for name, child in self.named_children():
-            inputs = result if isinstance(result, tuple) else (result,)
+            inputs = cast(tuple[Any, ...], result) if isinstance(result, tuple) else (result,)
             result = self.call_child(name, child, *inputs)
         return result
 
