@@ -19,6 +19,7 @@ from zoo.fluxion.chain import (
     child_names,
 )
 from zoo.fluxion.context import Context, ContextProvider, Contexts
+from zoo.fluxion.errors import ChainAttributeError, FluxionError
 from zoo.fluxion.layers.activations import GLU, GeLU, QuickGeLU, ReLU, SiLU
 from zoo.fluxion.layers.attention import Attention, ScaledDotProductAttention, SelfAttention
 from zoo.fluxion.layers.basics import (
@@ -52,6 +53,7 @@ __all__ = [
     "Adapter",
     "Attention",
     "Chain",
+    "ChainAttributeError",
     "Chunk",
     "Concatenate",
     "Context",
@@ -64,6 +66,7 @@ __all__ = [
     "Downsample",
     "Embedding",
     "Flatten",
+    "FluxionError",
     "GeLU",
     "GetArg",
     "GroupNorm",

@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast, overload
 import torch
 from torch import nn
 
+from zoo.fluxion.assignments import GuardedAssignments
 from zoo.fluxion.context import Context, ContextProvider, Contexts, activate
 from zoo.fluxion.module import ContextModule
 
@@ -50,7 +51,7 @@ def _flatten(args: tuple[nn.Module | Iterable[nn.Module], ...]) -> list[nn.Modul
     return modules
 
 
-class Chain(ContextModule):
+class Chain(GuardedAssignments):
     """Runs its children in sequence; a tuple output becomes the next child's positional arguments.
 
     Example:
@@ -60,6 +61,9 @@ class Chain(ContextModule):
         torch.Size([1, 2])
         >>> [name for name, _ in model.named_children()]
         ['Linear_1', 'SiLU', 'Linear_2']
+
+    Once built, its children change only through `append`, `insert`, `replace`, `remove` and `pop`:
+    assigning a module as an attribute (which torch would turn into a child that runs) is an error.
     """
 
     def __init__(self, *args: nn.Module | Iterable[nn.Module]) -> None:

@@ -38,13 +38,13 @@ class Module(nn.Module):
     def __setattr__(self, name: str, value: Any) -> None:
         # `_parent` and other references to modules that are not children must not be registered as
         # submodules, or they would show up in state_dict and recursion would loop.
-        if name in _PLAIN_REFERENCES:
+        if name in PLAIN_REFERENCES:
             object.__setattr__(self, name, value)
             return
         super().__setattr__(name, value)
 
 
-_PLAIN_REFERENCES = frozenset({"_parent", "_adapter_target"})
+PLAIN_REFERENCES = frozenset({"_parent", "_adapter_target"})
 
 
 class ContextModule(Module):

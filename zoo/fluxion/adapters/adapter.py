@@ -36,9 +36,17 @@ class Adapter(Generic[T]):
         >>> adapter.eject()
         >>> [name for name, _ in model.named_children()]
         ['Linear', 'SiLU']
+
+    After construction an adapter only takes attributes it already has: `adapter.sacle = 0.5` raises
+    rather than creating an attribute nothing reads.
     """
 
     _adapter_target: T | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A class attribute would lose to Chain's in the MRO (Chain comes first), so set it on each subclass.
+        cls._rejects_new_attributes = True
 
     @contextmanager
     def setup_adapter(self, target: T) -> Generator[None, None, None]:
