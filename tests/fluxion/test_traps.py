@@ -73,6 +73,55 @@ def test_a_subclass_calling_the_chain_constructor_finishes_construction_once() -
         outer.late = fl.Identity()
 
 
+def _adapter() -> tuple[fl.Chain, fl.LoraAdapter]:
+    model = _model()
+    target = model.layer("Linear", fl.Linear)
+    loras = [fl.LinearLora.for_target(name, target, rank=2) for name in ("a", "b")]
+    for lora in loras:
+        with torch.no_grad():
+            lora.up.weight.normal_()  # pyright: ignore[reportCallIssue]
+    return model, fl.LoraAdapter(target, *loras).inject(model)
+
+
+def test_adapter_scale_sets_every_lora_and_changes_the_output() -> None:
+    model, adapter = _adapter()
+    x = torch.randn(3, 4)
+    full = model(x)
+    adapter.scale = 0.0
+    assert adapter.scales == {"a": 0.0, "b": 0.0} and adapter.scale == 0.0
+    assert not torch.allclose(model(x), full)
+    adapter.eject()
+    base = model(x)
+    adapter.inject()
+    torch.testing.assert_close(model(x), base, rtol=0, atol=0)
+
+
+def test_adapter_scales_set_by_name_and_unknown_names_raise_before_any_change() -> None:
+    _, adapter = _adapter()
+    adapter.scales = {"b": 0.25}
+    assert adapter.scales == {"a": 1.0, "b": 0.25}
+    with pytest.raises(fl.FluxionError, match=r"different scales.*adapter\.scales"):
+        _ = adapter.scale
+    with pytest.raises(KeyError, match=r"no LoRA named 'z'.*its LoRAs are \['a', 'b'\]"):
+        adapter.scales = {"a": 0.5, "z": 2.0}
+    assert adapter.scales == {"a": 1.0, "b": 0.25}
+
+
+def test_an_adapter_without_loras_has_no_scale() -> None:
+    model = _model()
+    adapter = fl.LoraAdapter(model.layer("Linear", fl.Linear))
+    with pytest.raises(fl.FluxionError, match=r"no LoRA.*add_lora"):
+        _ = adapter.scale
+
+
+def test_an_unknown_attribute_on_an_adapter_raises_and_lists_what_can_be_set() -> None:
+    _, adapter = _adapter()
+    with pytest.raises(AttributeError, match=r"no attribute 'sacle'.*scale, scales"):
+        adapter.sacle = 0.5  # pyright: ignore[reportAttributeAccessIssue]
+    adapter.training = False  # existing attributes stay settable
+    adapter._private_note = 1  # so do private ones (torch and tools set those)
+
+
 class Shift(fl.Sum, fl.Adapter[fl.Linear]):
     """An adapter that creates its own attribute during construction."""
 
@@ -81,15 +130,6 @@ class Shift(fl.Sum, fl.Adapter[fl.Linear]):
         with self.setup_adapter(target):
             super().__init__(target, fl.Multiply(0.0, bias=self.amount))
         self.label = "shift"
-
-
-def test_an_unknown_attribute_on_an_adapter_raises_and_lists_what_can_be_set() -> None:
-    model = _model()
-    adapter = fl.LoraAdapter(model.layer("Linear", fl.Linear), fl.LinearLora("a", 4, 4)).inject(model)
-    with pytest.raises(AttributeError, match=r"no attribute 'sacle'.*training"):
-        adapter.sacle = 0.5  # pyright: ignore[reportAttributeAccessIssue]
-    adapter.training = False  # existing attributes stay settable
-    adapter._private_note = 1  # so do private ones (torch and tools set those)
 
 
 def test_adapters_create_attributes_in_their_constructor_only() -> None:

@@ -19,7 +19,7 @@ from zoo.fluxion.chain import (
     child_names,
 )
 from zoo.fluxion.context import Context, ContextProvider, Contexts
-from zoo.fluxion.errors import ChainAttributeError, FluxionError
+from zoo.fluxion.errors import ChainAttributeError, FluxionError, LoraNameError
 from zoo.fluxion.layers.activations import GLU, GeLU, QuickGeLU, ReLU, SiLU
 from zoo.fluxion.layers.attention import Attention, ScaledDotProductAttention, SelfAttention
 from zoo.fluxion.layers.basics import (
@@ -78,6 +78,7 @@ __all__ = [
     "LinearLora",
     "Lora",
     "LoraAdapter",
+    "LoraNameError",
     "Module",
     "Multiply",
     "Pad",

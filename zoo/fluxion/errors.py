@@ -1,8 +1,8 @@
 """Errors fluxion raises on purpose: each says what was wrong and what to do instead.
 
 They are `zoo.errors.ZooError`s (so the CLI renders them as one line and a hint) and also the builtin
-exception a Python caller would expect (`AttributeError` for a refused assignment), so existing
-`except` clauses keep working.
+exception a Python caller would expect (`AttributeError` for a refused assignment, `KeyError` for an
+unknown name), so existing `except` clauses keep working.
 """
 
 from __future__ import annotations
@@ -26,4 +26,8 @@ class ChainAttributeError(FluxionError, AttributeError):
     become a child that runs), or an attribute an adapter does not have (a typo would change nothing)."""
 
 
-__all__ = ["ChainAttributeError", "FluxionError"]
+class LoraNameError(FluxionError, KeyError):
+    """A LoRA name that is not in the adapter."""
+
+
+__all__ = ["ChainAttributeError", "FluxionError", "LoraNameError"]

@@ -6,11 +6,14 @@ fresh LoRA changes nothing. `LoraAdapter` puts a target layer and any number of 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from zoo.fluxion.adapters.adapter import Adapter
 from zoo.fluxion.chain import Chain, Sum
+from zoo.fluxion.errors import FluxionError, LoraNameError
 from zoo.fluxion.layers.basics import Multiply
 from zoo.fluxion.layers.weighted import Conv2d, Device, DType, Linear
 from zoo.fluxion.module import WeightedModule
@@ -176,6 +179,50 @@ class LoraAdapter(Sum, Adapter[WeightedModule]):
         """Names of the LoRAs, in order."""
         return list(self.loras)
 
+    @property
+    def scale(self) -> float:
+        """The scale of every LoRA here (an error when they differ: read `scales` then); settable.
+
+        Example:
+            >>> import zoo.fluxion as fl
+            >>> model = fl.Chain(fl.Linear(8, 4))
+            >>> adapter = fl.LoraAdapter(model.Linear, fl.LinearLora("a", 8, 4), fl.LinearLora("b", 8, 4))
+            >>> adapter.scale = 0.5
+            >>> adapter.scales
+            {'a': 0.5, 'b': 0.5}
+        """
+        scales = set(self.scales.values())
+        if not scales:
+            raise FluxionError("this adapter holds no LoRA, so it has no scale", hint="add one with add_lora")
+        if len(scales) > 1:
+            raise FluxionError(
+                f"the LoRAs of this adapter have different scales: {self.scales}",
+                hint="read adapter.scales for the scale of each LoRA by name",
+            )
+        return scales.pop()
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        for lora in self.loras.values():
+            lora.scale = value
+
+    @property
+    def scales(self) -> dict[str, float]:
+        """The scale of each LoRA, by name; setting a dict changes the LoRAs it names, and only them."""
+        return {name: lora.scale for name, lora in self.loras.items()}
+
+    @scales.setter
+    def scales(self, values: Mapping[str, float]) -> None:
+        loras = self.loras
+        unknown = sorted(set(values) - set(loras))
+        if unknown:
+            raise LoraNameError(
+                f"no LoRA named {', '.join(map(repr, unknown))} in this adapter",
+                hint=f"its LoRAs are {self.lora_names}",
+            )
+        for name, value in values.items():
+            loras[name].scale = value
+
     def add_lora(self, lora: Lora) -> None:
         """Add a LoRA; its name must be new (the adapter is left unchanged otherwise)."""
         if lora.name in self.loras:
@@ -186,7 +233,7 @@ class LoraAdapter(Sum, Adapter[WeightedModule]):
         """Remove the LoRA called `name` and return it."""
         lora = self.loras.get(name)
         if lora is None:
-            raise KeyError(f"no LoRA named {name!r} here (have {self.lora_names})")
+            raise LoraNameError(f"no LoRA named {name!r} here", hint=f"its LoRAs are {self.lora_names}")
         self.remove(lora)
         return lora
 
