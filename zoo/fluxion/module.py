@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from zoo.fluxion.context import Context, ContextProvider, active_provider
+from zoo.fluxion.tree import render
 
 if TYPE_CHECKING:
     from zoo.fluxion.chain import Chain
@@ -88,6 +89,9 @@ class ContextModule(Module):
     def structural_copy(self) -> ContextModule:
         """Leaves are shared by structural copies; chains override this to copy themselves."""
         return self
+
+    def __repr__(self) -> str:
+        return render(self)
 
 
 class WeightedModule(ContextModule):

@@ -98,6 +98,9 @@ class LinearLora(Lora):
             dtype=target.dtype,
         )
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, in_features={self.in_features}, out_features={self.out_features}"
+
 
 class Conv2dLora(Lora):
     """LoRA for a `Conv2d`: `down` has the target's kernel, stride and padding; `up` is 1×1 by default.
@@ -151,6 +154,9 @@ class Conv2dLora(Lora):
             device=target.device,
             dtype=target.dtype,
         )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, in_channels={self.in_channels}, out_channels={self.out_channels}"
 
 
 class LoraAdapter(Sum, Adapter[WeightedModule]):

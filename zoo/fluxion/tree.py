@@ -1,0 +1,101 @@
+"""Models as text: a tree that reads like the architecture.
+
+Each line is a child's name (the path to use in `model.layer(...)`) with the layer's essential
+attributes (its `extra_repr`: in_features, kernel size, ...); the class is named only where the name does
+not already say it. Consecutive siblings that render identically (ten transformer layers of a level) are
+folded into one entry marked with their count.
+
+Example:
+    >>> import zoo.fluxion as fl
+    >>> print(fl.Chain(fl.Linear(4, 4), fl.Linear(4, 4), fl.Chain(fl.SiLU(), fl.Flatten(1))))
+    Chain
+    ├── Linear_1..Linear_2(in_features=4, out_features=4, bias=True) ×2
+    └── Chain
+        ├── SiLU
+        └── Flatten(start_dim=1, end_dim=-1)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+FORK, LAST, PIPE, SPACE = "├── ", "└── ", "│   ", "    "
+_COUNTER = re.compile(r"_\d+$")
+
+
+def arguments(module: nn.Module) -> str:
+    """`(extra_repr)` on one line, or nothing when the layer has no attributes to show."""
+    extra = " ".join(module.extra_repr().split("\n"))
+    return f"({extra})" if extra else ""
+
+
+def label(name: str, module: nn.Module) -> str:
+    """The child's name, followed by its class when the name does not say it (`foo: Linear`)."""
+    return name + _class_unless_named(name, module)
+
+
+def _class_unless_named(name: str, module: nn.Module) -> str:
+    cls = type(module).__name__
+    return "" if _COUNTER.sub("", name) == cls else f": {cls}"
+
+
+def entry(name: str, module: nn.Module) -> str:
+    """One line for a child: its label and attributes."""
+    return label(name, module) + arguments(module)
+
+
+def render(module: nn.Module) -> str:
+    """The whole tree under `module`, identical consecutive siblings folded."""
+    return "\n".join([type(module).__name__ + arguments(module), *_children_lines(module)])
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    name: str
+    module: nn.Module
+    lines: tuple[str, ...]  # the child's own children, already drawn
+
+    def same_as(self, other: _Rendered) -> bool:
+        return (
+            type(self.module) is type(other.module)
+            and arguments(self.module) == arguments(other.module)
+            and self.lines == other.lines
+        )
+
+
+def _children_lines(module: nn.Module) -> list[str]:
+    rendered = [
+        _Rendered(name, child, tuple(_children_lines(child))) for name, child in module.named_children()
+    ]
+    groups = _fold(rendered)
+    lines: list[str] = []
+    for index, group in enumerate(groups):
+        first, rest = (LAST, SPACE) if index == len(groups) - 1 else (FORK, PIPE)
+        lines.append(first + _group_head(group))
+        lines.extend(rest + line for line in group[0].lines)
+    return lines
+
+
+def _fold(rendered: Sequence[_Rendered]) -> list[list[_Rendered]]:
+    groups: list[list[_Rendered]] = []
+    for item in rendered:
+        if groups and groups[-1][0].same_as(item):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def _group_head(group: Sequence[_Rendered]) -> str:
+    first, last = group[0], group[-1]
+    if len(group) == 1:
+        return entry(first.name, first.module)
+    names = f"{first.name}..{last.name}{_class_unless_named(first.name, first.module)}"
+    return f"{names}{arguments(first.module)} ×{len(group)}"
+
+
+__all__ = ["arguments", "entry", "label", "render"]
