@@ -120,6 +120,13 @@ class Chain(GuardedAssignments):
     def __getattr__(self, name: str) -> Any:
         return super().__getattr__(name)
 
+    def name_of(self, module: nn.Module) -> str:
+        """Name of a direct child (by identity)."""
+        for name, child in self.named_children():
+            if child is module:
+                return name
+        raise ValueError(f"{type(module).__name__} is not a child of {type(self).__name__}")
+
     def index(self, module: nn.Module) -> int:
         """Position of a direct child (by identity)."""
         for position, child in enumerate(self):
@@ -176,23 +183,53 @@ class Chain(GuardedAssignments):
 
     # -- navigation ---------------------------------------------------------------------------------
 
+    @overload
     def walk(
-        self, predicate: type[nn.Module] | Predicate | None = None, recurse: bool = False
+        self, predicate: type[T], recurse: bool = False, prune: type[nn.Module] | Predicate | None = None
+    ) -> Iterator[tuple[T, Chain]]: ...
+    @overload
+    def walk(
+        self,
+        predicate: Predicate | None = None,
+        recurse: bool = False,
+        prune: type[nn.Module] | Predicate | None = None,
+    ) -> Iterator[tuple[nn.Module, Chain]]: ...
+    def walk(
+        self,
+        predicate: type[nn.Module] | Predicate | None = None,
+        recurse: bool = False,
+        prune: type[nn.Module] | Predicate | None = None,
     ) -> Iterator[tuple[nn.Module, Chain]]:
         """Yield `(module, parent)` for every descendant that matches, depth first.
 
         Matches are collected before the first is yielded, so the caller may inject or eject adapters
-        while iterating. Without `recurse`, the inside of a match is not searched.
-        """
-        return iter(list(self._walk(_as_predicate(predicate), recurse)))
+        while iterating. Without `recurse`, the inside of a match is not searched. A subtree is skipped
+        whole (neither matched nor searched) where `prune` matches its top, or where the predicate
+        raises `StopIteration`.
 
-    def _walk(self, predicate: Predicate, recurse: bool) -> Iterator[tuple[nn.Module, Chain]]:
+        Example:
+            >>> import zoo.fluxion as fl
+            >>> model = fl.Chain(fl.Linear(2, 2), fl.Residual(fl.Linear(2, 2)), fl.Chain(fl.Linear(2, 2)))
+            >>> [parent.get_path() for _, parent in model.walk(fl.Linear, prune=fl.Residual)]
+            ['', 'Chain']
+        """
+        skip = _as_predicate(prune) if prune is not None else _never
+        return iter(list(self._walk(_as_predicate(predicate), recurse, skip)))
+
+    def _walk(
+        self, predicate: Predicate, recurse: bool, prune: Predicate
+    ) -> Iterator[tuple[nn.Module, Chain]]:
         for child in self:
-            matched = predicate(child, self)
+            if prune(child, self):
+                continue
+            try:
+                matched = predicate(child, self)
+            except StopIteration:  # Refiners' way to skip a subtree; caught here, before PEP 479 applies
+                continue
             if matched:
                 yield child, self
             if isinstance(child, Chain) and (recurse or not matched):
-                yield from child._walk(predicate, recurse)
+                yield from child._walk(predicate, recurse, prune)
 
     def layers(self, layer_type: type[T], recurse: bool = True) -> Iterator[T]:
         """Every descendant of `layer_type` (only direct children without `recurse`)."""
@@ -312,6 +349,10 @@ class Chain(GuardedAssignments):
 
 def _copy_structure(module: nn.Module) -> nn.Module:
     return module.structural_copy() if isinstance(module, ContextModule) else module
+
+
+def _never(_module: nn.Module, _parent: Chain) -> bool:
+    return False
 
 
 def _as_predicate(predicate: type[nn.Module] | Predicate | None) -> Predicate:
