@@ -20,6 +20,7 @@ from torch import nn
 
 from zoo.fluxion.assignments import GuardedAssignments
 from zoo.fluxion.context import Context, ContextProvider, Contexts, activate
+from zoo.fluxion.failures import located, record
 from zoo.fluxion.module import ContextModule
 
 T = TypeVar("T", bound=nn.Module)
@@ -322,17 +323,22 @@ class Chain(GuardedAssignments):
                     root._provider.get_context(name).setdefault(key, value)
             try:
                 return super().__call__(*args, **kwargs)
+            except Exception as error:
+                twin = located(error, self, args)
+                if twin is None:
+                    raise
+                raise twin from error
             finally:
                 # Forget everything, defaults included: `init_context` builds fresh (mutable) defaults
                 # at the start of the next forward, and values set in between are kept for it.
                 root._provider.reset({})
 
     def call_child(self, name: str, child: nn.Module, *args: Any) -> Any:
-        """Run one child, adding where it sits to any error it raises."""
+        """Run one child; if it raises, record where and on what (shown once, by the chain called)."""
         try:
             return child(*args)
         except Exception as error:
-            error.add_note(f"  in {type(self).__name__}.{name} ({type(child).__name__})")
+            record(error, self, name, child, args)
             raise
 
     def forward(self, *args: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Models as text: a tree that reads like the architecture.
+"""Models as text: a tree that reads like the architecture, and compact views of values.
 
 Each line is a child's name (the path to use in `model.layer(...)`) with the layer's essential
 attributes (its `extra_repr`: in_features, kernel size, ...); the class is named only where the name does
@@ -20,11 +20,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
+import torch
 from torch import nn
 
 FORK, LAST, PIPE, SPACE = "├── ", "└── ", "│   ", "    "
 _COUNTER = re.compile(r"_\d+$")
+MAX_ITEMS_SHOWN = 6
+"""How many items of a tuple, list or dict `summarize` shows before eliding the rest."""
 
 
 def arguments(module: nn.Module) -> str:
@@ -98,4 +102,24 @@ def _group_head(group: Sequence[_Rendered]) -> str:
     return f"{names}{arguments(first.module)} ×{len(group)}"
 
 
-__all__ = ["arguments", "entry", "label", "render"]
+def summarize(value: object) -> str:
+    """A compact description of a value a layer received: shapes, dtypes and devices of tensors."""
+    if isinstance(value, torch.Tensor):
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"Tensor{list(value.shape)} {dtype} {value.device}"
+    if isinstance(value, tuple | list):
+        inside = summarize_all(cast(Sequence[object], value))
+        return f"({inside})" if isinstance(value, tuple) else f"[{inside}]"
+    if value is None or isinstance(value, bool | int | float | str):
+        return repr(value)
+    return type(value).__name__
+
+
+def summarize_all(values: Sequence[object]) -> str:
+    """`summarize` of each value, comma-separated, eliding all but the first few."""
+    shown = [summarize(value) for value in values[:MAX_ITEMS_SHOWN]]
+    more = [f"… {len(values) - MAX_ITEMS_SHOWN} more"] if len(values) > MAX_ITEMS_SHOWN else []
+    return ", ".join(shown + more)
+
+
+__all__ = ["arguments", "entry", "label", "render", "summarize", "summarize_all"]
