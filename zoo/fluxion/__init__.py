@@ -19,7 +19,7 @@ from zoo.fluxion.chain import (
     child_names,
 )
 from zoo.fluxion.context import Context, ContextProvider, Contexts
-from zoo.fluxion.errors import ChainAttributeError, FluxionError, LoraNameError
+from zoo.fluxion.errors import ChainAttributeError, FluxionError, LoraNameError, LoraWeightsError
 from zoo.fluxion.layers.activations import GLU, GeLU, QuickGeLU, ReLU, SiLU
 from zoo.fluxion.layers.attention import Attention, ScaledDotProductAttention, SelfAttention
 from zoo.fluxion.layers.basics import (
@@ -79,6 +79,7 @@ __all__ = [
     "Lora",
     "LoraAdapter",
     "LoraNameError",
+    "LoraWeightsError",
     "Module",
     "Multiply",
     "Pad",

@@ -2,7 +2,7 @@
 
 They are `zoo.errors.ZooError`s (so the CLI renders them as one line and a hint) and also the builtin
 exception a Python caller would expect (`AttributeError` for a refused assignment, `KeyError` for an
-unknown name), so existing `except` clauses keep working.
+unknown name, `ValueError` for tensors of the wrong shape), so existing `except` clauses keep working.
 """
 
 from __future__ import annotations
@@ -30,4 +30,8 @@ class LoraNameError(FluxionError, KeyError):
     """A LoRA name that is not in the adapter."""
 
 
-__all__ = ["ChainAttributeError", "FluxionError", "LoraNameError"]
+class LoraWeightsError(FluxionError, ValueError):
+    """Tensors that cannot make the LoRA asked for (shape, rank, a missing half)."""
+
+
+__all__ = ["ChainAttributeError", "FluxionError", "LoraNameError", "LoraWeightsError"]
