@@ -19,7 +19,13 @@ from zoo.fluxion.chain import (
     child_names,
 )
 from zoo.fluxion.context import Context, ContextProvider, Contexts
-from zoo.fluxion.errors import ChainAttributeError, FluxionError, LoraNameError, LoraWeightsError
+from zoo.fluxion.errors import (
+    ChainAttributeError,
+    ConverterError,
+    FluxionError,
+    LoraNameError,
+    LoraWeightsError,
+)
 from zoo.fluxion.layers.activations import GLU, GeLU, QuickGeLU, ReLU, SiLU
 from zoo.fluxion.layers.attention import Attention, ScaledDotProductAttention, SelfAttention
 from zoo.fluxion.layers.basics import (
@@ -36,6 +42,7 @@ from zoo.fluxion.layers.basics import (
     Transpose,
     Unflatten,
 )
+from zoo.fluxion.layers.converter import Converter
 from zoo.fluxion.layers.sampling import Downsample, Upsample
 from zoo.fluxion.layers.weighted import Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Parameter
 from zoo.fluxion.module import ContextModule, Module, WeightedModule
@@ -62,6 +69,8 @@ __all__ = [
     "Contexts",
     "Conv2d",
     "Conv2dLora",
+    "Converter",
+    "ConverterError",
     "Distribute",
     "Downsample",
     "Embedding",

@@ -34,4 +34,8 @@ class LoraWeightsError(FluxionError, ValueError):
     """Tensors that cannot make the LoRA asked for (shape, rank, a missing half)."""
 
 
-__all__ = ["ChainAttributeError", "FluxionError", "LoraNameError", "LoraWeightsError"]
+class ConverterError(FluxionError, RuntimeError):
+    """A `Converter` with no layer after it holding tensors: there is nothing to convert to."""
+
+
+__all__ = ["ChainAttributeError", "ConverterError", "FluxionError", "LoraNameError", "LoraWeightsError"]
