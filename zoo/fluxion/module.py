@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
@@ -20,23 +21,16 @@ T = TypeVar("T")
 class Module(nn.Module):
     """A torch module that knows its device and dtype and can be built on `meta`."""
 
-    def _first_tensor(self) -> torch.Tensor | None:
-        for tensor in self.parameters():
-            return tensor
-        for tensor in self.buffers():
-            return tensor
-        return None
-
     @property
     def device(self) -> torch.device:
         """Device of the first parameter or buffer (cpu for a module without tensors)."""
-        tensor = self._first_tensor()
+        tensor = first_tensor(self)
         return tensor.device if tensor is not None else torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
         """Dtype of the first parameter or buffer (the default dtype for a module without tensors)."""
-        tensor = self._first_tensor()
+        tensor = first_tensor(self)
         return tensor.dtype if tensor is not None else torch.get_default_dtype()
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -49,6 +43,11 @@ class Module(nn.Module):
 
 
 PLAIN_REFERENCES = frozenset({"_parent", "_adapter_target"})
+
+
+def first_tensor(module: nn.Module) -> torch.Tensor | None:
+    """The first parameter of `module` (its own or a descendant's), else its first buffer, else None."""
+    return next(itertools.chain(module.parameters(), module.buffers()), None)
 
 
 class ContextModule(Module):

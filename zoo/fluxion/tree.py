@@ -28,7 +28,7 @@ from torch import nn
 FORK, LAST, PIPE, SPACE = "├── ", "└── ", "│   ", "    "
 _COUNTER = re.compile(r"_\d+$")
 MAX_ITEMS_SHOWN = 6
-"""How many items of a tuple, list or dict `summarize` shows before eliding the rest."""
+"""How many items of a tuple or list `summarize` shows before eliding the rest."""
 
 
 def arguments(module: nn.Module) -> str:
@@ -37,19 +37,14 @@ def arguments(module: nn.Module) -> str:
     return f"({extra})" if extra else ""
 
 
-def label(name: str, module: nn.Module) -> str:
-    """The child's name, followed by its class when the name does not say it (`foo: Linear`)."""
-    return name + _class_unless_named(name, module)
+def entry(name: str, module: nn.Module) -> str:
+    """One line for a child: its name, its class where the name does not say it, its attributes."""
+    return name + _class_unless_named(name, module) + arguments(module)
 
 
 def _class_unless_named(name: str, module: nn.Module) -> str:
     cls = type(module).__name__
     return "" if _COUNTER.sub("", name) == cls else f": {cls}"
-
-
-def entry(name: str, module: nn.Module) -> str:
-    """One line for a child: its label and attributes."""
-    return label(name, module) + arguments(module)
 
 
 def render(module: nn.Module) -> str:
@@ -61,19 +56,21 @@ def render(module: nn.Module) -> str:
 class _Rendered:
     name: str
     module: nn.Module
+    arguments: str
     lines: tuple[str, ...]  # the child's own children, already drawn
 
     def same_as(self, other: _Rendered) -> bool:
         return (
             type(self.module) is type(other.module)
-            and arguments(self.module) == arguments(other.module)
+            and self.arguments == other.arguments
             and self.lines == other.lines
         )
 
 
 def _children_lines(module: nn.Module) -> list[str]:
     rendered = [
-        _Rendered(name, child, tuple(_children_lines(child))) for name, child in module.named_children()
+        _Rendered(name, child, arguments(child), tuple(_children_lines(child)))
+        for name, child in module.named_children()
     ]
     groups = _fold(rendered)
     lines: list[str] = []
@@ -99,7 +96,7 @@ def _group_head(group: Sequence[_Rendered]) -> str:
     if len(group) == 1:
         return entry(first.name, first.module)
     names = f"{first.name}..{last.name}{_class_unless_named(first.name, first.module)}"
-    return f"{names}{arguments(first.module)} ×{len(group)}"
+    return f"{names}{first.arguments} ×{len(group)}"
 
 
 def summarize(value: object) -> str:
@@ -122,4 +119,4 @@ def summarize_all(values: Sequence[object]) -> str:
     return ", ".join(shown + more)
 
 
-__all__ = ["arguments", "entry", "label", "render", "summarize", "summarize_all"]
+__all__ = ["arguments", "entry", "render", "summarize", "summarize_all"]

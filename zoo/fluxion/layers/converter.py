@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import torch
-from torch import nn
 
 from zoo.fluxion.errors import ConverterError
-from zoo.fluxion.module import ContextModule
+from zoo.fluxion.module import ContextModule, first_tensor
 
 
 class Converter(ContextModule):
@@ -47,7 +45,7 @@ class Converter(ContextModule):
         node: ContextModule = self
         while (parent := node.parent) is not None:
             later = parent.children_list[parent.index(node) + 1 :]
-            found = next((tensor for tensor in map(_first_tensor, later) if tensor is not None), None)
+            found = next((tensor for tensor in map(first_tensor, later) if tensor is not None), None)
             if found is not None:
                 return found
             node = parent
@@ -58,10 +56,6 @@ class Converter(ContextModule):
 
     def extra_repr(self) -> str:
         return f"set_device={self.set_device}, set_dtype={self.set_dtype}"
-
-
-def _first_tensor(module: nn.Module) -> torch.Tensor | None:
-    return next(itertools.chain(module.parameters(), module.buffers()), None)
 
 
 __all__ = ["Converter"]
