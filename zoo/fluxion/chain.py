@@ -25,6 +25,7 @@ from zoo.fluxion.module import ContextModule
 
 T = TypeVar("T", bound=nn.Module)
 Predicate = Callable[[nn.Module, "Chain"], bool]
+_Arguments = tuple[Any, ...]  # built once: forward casts to it in its loop, the hot path
 
 
 def child_names(modules: Sequence[nn.Module]) -> list[str]:
@@ -344,7 +345,7 @@ class Chain(GuardedAssignments):
     def forward(self, *args: Any) -> Any:
         result: Any = args[0] if len(args) == 1 else args
         for name, child in self.named_children():
-            inputs = cast(tuple[Any, ...], result) if isinstance(result, tuple) else (result,)
+            inputs = cast(_Arguments, result) if isinstance(result, tuple) else (result,)
             result = self.call_child(name, child, *inputs)
         return result
 
