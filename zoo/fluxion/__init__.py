@@ -19,6 +19,13 @@ from zoo.fluxion.chain import (
     child_names,
 )
 from zoo.fluxion.context import Context, ContextProvider, Contexts
+from zoo.fluxion.errors import (
+    ChainAttributeError,
+    ConverterError,
+    FluxionError,
+    LoraNameError,
+    LoraWeightsError,
+)
 from zoo.fluxion.layers.activations import GLU, GeLU, QuickGeLU, ReLU, SiLU
 from zoo.fluxion.layers.attention import Attention, ScaledDotProductAttention, SelfAttention
 from zoo.fluxion.layers.basics import (
@@ -35,6 +42,7 @@ from zoo.fluxion.layers.basics import (
     Transpose,
     Unflatten,
 )
+from zoo.fluxion.layers.converter import Converter
 from zoo.fluxion.layers.sampling import Downsample, Upsample
 from zoo.fluxion.layers.weighted import Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Parameter
 from zoo.fluxion.module import ContextModule, Module, WeightedModule
@@ -52,6 +60,7 @@ __all__ = [
     "Adapter",
     "Attention",
     "Chain",
+    "ChainAttributeError",
     "Chunk",
     "Concatenate",
     "Context",
@@ -60,10 +69,13 @@ __all__ = [
     "Contexts",
     "Conv2d",
     "Conv2dLora",
+    "Converter",
+    "ConverterError",
     "Distribute",
     "Downsample",
     "Embedding",
     "Flatten",
+    "FluxionError",
     "GeLU",
     "GetArg",
     "GroupNorm",
@@ -75,6 +87,8 @@ __all__ = [
     "LinearLora",
     "Lora",
     "LoraAdapter",
+    "LoraNameError",
+    "LoraWeightsError",
     "Module",
     "Multiply",
     "Pad",

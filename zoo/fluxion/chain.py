@@ -13,16 +13,19 @@ import functools
 import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import torch
 from torch import nn
 
+from zoo.fluxion.assignments import GuardedAssignments
 from zoo.fluxion.context import Context, ContextProvider, Contexts, activate
+from zoo.fluxion.failures import located, record
 from zoo.fluxion.module import ContextModule
 
 T = TypeVar("T", bound=nn.Module)
 Predicate = Callable[[nn.Module, "Chain"], bool]
+_Arguments = tuple[Any, ...]  # built once: forward casts to it in its loop, the hot path
 
 
 def child_names(modules: Sequence[nn.Module]) -> list[str]:
@@ -50,7 +53,7 @@ def _flatten(args: tuple[nn.Module | Iterable[nn.Module], ...]) -> list[nn.Modul
     return modules
 
 
-class Chain(ContextModule):
+class Chain(GuardedAssignments):
     """Runs its children in sequence; a tuple output becomes the next child's positional arguments.
 
     Example:
@@ -60,6 +63,9 @@ class Chain(ContextModule):
         torch.Size([1, 2])
         >>> [name for name, _ in model.named_children()]
         ['Linear_1', 'SiLU', 'Linear_2']
+
+    Once built, its children change only through `append`, `insert`, `replace`, `remove` and `pop`:
+    assigning a module as an attribute (which torch would turn into a child that runs) is an error.
     """
 
     def __init__(self, *args: nn.Module | Iterable[nn.Module]) -> None:
@@ -115,6 +121,13 @@ class Chain(ContextModule):
 
     def __getattr__(self, name: str) -> Any:
         return super().__getattr__(name)
+
+    def name_of(self, module: nn.Module) -> str:
+        """Name of a direct child (by identity)."""
+        for name, child in self.named_children():
+            if child is module:
+                return name
+        raise ValueError(f"{type(module).__name__} is not a child of {type(self).__name__}")
 
     def index(self, module: nn.Module) -> int:
         """Position of a direct child (by identity)."""
@@ -172,23 +185,53 @@ class Chain(ContextModule):
 
     # -- navigation ---------------------------------------------------------------------------------
 
+    @overload
     def walk(
-        self, predicate: type[nn.Module] | Predicate | None = None, recurse: bool = False
+        self, predicate: type[T], recurse: bool = False, prune: type[nn.Module] | Predicate | None = None
+    ) -> Iterator[tuple[T, Chain]]: ...
+    @overload
+    def walk(
+        self,
+        predicate: Predicate | None = None,
+        recurse: bool = False,
+        prune: type[nn.Module] | Predicate | None = None,
+    ) -> Iterator[tuple[nn.Module, Chain]]: ...
+    def walk(
+        self,
+        predicate: type[nn.Module] | Predicate | None = None,
+        recurse: bool = False,
+        prune: type[nn.Module] | Predicate | None = None,
     ) -> Iterator[tuple[nn.Module, Chain]]:
         """Yield `(module, parent)` for every descendant that matches, depth first.
 
         Matches are collected before the first is yielded, so the caller may inject or eject adapters
-        while iterating. Without `recurse`, the inside of a match is not searched.
-        """
-        return iter(list(self._walk(_as_predicate(predicate), recurse)))
+        while iterating. Without `recurse`, the inside of a match is not searched. A subtree is skipped
+        whole (neither matched nor searched) where `prune` matches its top, or where the predicate
+        raises `StopIteration`.
 
-    def _walk(self, predicate: Predicate, recurse: bool) -> Iterator[tuple[nn.Module, Chain]]:
+        Example:
+            >>> import zoo.fluxion as fl
+            >>> model = fl.Chain(fl.Linear(2, 2), fl.Residual(fl.Linear(2, 2)), fl.Chain(fl.Linear(2, 2)))
+            >>> [parent.get_path() for _, parent in model.walk(fl.Linear, prune=fl.Residual)]
+            ['', 'Chain']
+        """
+        skip = _as_predicate(prune) if prune is not None else _never
+        return iter(list(self._walk(_as_predicate(predicate), recurse, skip)))
+
+    def _walk(
+        self, predicate: Predicate, recurse: bool, prune: Predicate
+    ) -> Iterator[tuple[nn.Module, Chain]]:
         for child in self:
-            matched = predicate(child, self)
+            if prune(child, self):
+                continue
+            try:
+                matched = predicate(child, self)
+            except StopIteration:  # Refiners' way to skip a subtree; caught here, before PEP 479 applies
+                continue
             if matched:
                 yield child, self
             if isinstance(child, Chain) and (recurse or not matched):
-                yield from child._walk(predicate, recurse)
+                yield from child._walk(predicate, recurse, prune)
 
     def layers(self, layer_type: type[T], recurse: bool = True) -> Iterator[T]:
         """Every descendant of `layer_type` (only direct children without `recurse`)."""
@@ -281,23 +324,28 @@ class Chain(ContextModule):
                     root._provider.get_context(name).setdefault(key, value)
             try:
                 return super().__call__(*args, **kwargs)
+            except Exception as error:
+                twin = located(error, self, args)
+                if twin is None:
+                    raise
+                raise twin from error
             finally:
                 # Forget everything, defaults included: `init_context` builds fresh (mutable) defaults
                 # at the start of the next forward, and values set in between are kept for it.
                 root._provider.reset({})
 
     def call_child(self, name: str, child: nn.Module, *args: Any) -> Any:
-        """Run one child, adding where it sits to any error it raises."""
+        """Run one child; if it raises, record where and on what (shown once, by the chain called)."""
         try:
             return child(*args)
         except Exception as error:
-            error.add_note(f"  in {type(self).__name__}.{name} ({type(child).__name__})")
+            record(error, self, name, child, args)
             raise
 
     def forward(self, *args: Any) -> Any:
         result: Any = args[0] if len(args) == 1 else args
         for name, child in self.named_children():
-            inputs = result if isinstance(result, tuple) else (result,)
+            inputs = cast(_Arguments, result) if isinstance(result, tuple) else (result,)
             result = self.call_child(name, child, *inputs)
         return result
 
@@ -308,6 +356,10 @@ class Chain(ContextModule):
 
 def _copy_structure(module: nn.Module) -> nn.Module:
     return module.structural_copy() if isinstance(module, ContextModule) else module
+
+
+def _never(_module: nn.Module, _parent: Chain) -> bool:
+    return False
 
 
 def _as_predicate(predicate: type[nn.Module] | Predicate | None) -> Predicate:

@@ -8,7 +8,7 @@ residuals of the down path. Instead of threading them through every call, the ro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -46,7 +46,7 @@ _active: ContextVar[tuple[ContextProvider, ...]] = ContextVar("zoo_fluxion_activ
 
 
 @contextmanager
-def activate(provider: ContextProvider) -> Iterator[bool]:
+def activate(provider: ContextProvider) -> Generator[bool, None, None]:
     """Make `provider` the one layers read from during a forward.
 
     Yields True when this call activated it (it is the top-level forward, which must reset the provider

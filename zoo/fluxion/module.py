@@ -2,49 +2,52 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import itertools
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
 from zoo.fluxion.context import Context, ContextProvider, active_provider
+from zoo.fluxion.errors import FluxionError
+from zoo.fluxion.tree import render
 
 if TYPE_CHECKING:
     from zoo.fluxion.chain import Chain
+
+T = TypeVar("T")
 
 
 class Module(nn.Module):
     """A torch module that knows its device and dtype and can be built on `meta`."""
 
-    def _first_tensor(self) -> torch.Tensor | None:
-        for tensor in self.parameters():
-            return tensor
-        for tensor in self.buffers():
-            return tensor
-        return None
-
     @property
     def device(self) -> torch.device:
         """Device of the first parameter or buffer (cpu for a module without tensors)."""
-        tensor = self._first_tensor()
+        tensor = first_tensor(self)
         return tensor.device if tensor is not None else torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
         """Dtype of the first parameter or buffer (the default dtype for a module without tensors)."""
-        tensor = self._first_tensor()
+        tensor = first_tensor(self)
         return tensor.dtype if tensor is not None else torch.get_default_dtype()
 
     def __setattr__(self, name: str, value: Any) -> None:
         # `_parent` and other references to modules that are not children must not be registered as
         # submodules, or they would show up in state_dict and recursion would loop.
-        if name in _PLAIN_REFERENCES:
+        if name in PLAIN_REFERENCES:
             object.__setattr__(self, name, value)
             return
         super().__setattr__(name, value)
 
 
-_PLAIN_REFERENCES = frozenset({"_parent", "_adapter_target"})
+PLAIN_REFERENCES = frozenset({"_parent", "_adapter_target"})
+
+
+def first_tensor(module: nn.Module) -> torch.Tensor | None:
+    """The first parameter of `module` (its own or a descendant's), else its first buffer, else None."""
+    return next(itertools.chain(module.parameters(), module.buffers()), None)
 
 
 class ContextModule(Module):
@@ -69,6 +72,46 @@ class ContextModule(Module):
             node = node._parent
         return parents
 
+    def find_parent(self, layer_type: type[T]) -> T | None:
+        """The nearest chain above this module that is a `layer_type`, or None.
+
+        Example:
+            >>> import zoo.fluxion as fl
+            >>> model = fl.Chain(fl.Residual(fl.Chain(fl.SiLU())))
+            >>> model.layer("Residual.Chain.SiLU").find_parent(fl.Residual) is model.Residual
+            True
+        """
+        return next((parent for parent in self.get_parents() if isinstance(parent, layer_type)), None)
+
+    def ensure_find_parent(self, layer_type: type[T]) -> T:
+        """The nearest chain above this module that is a `layer_type`; an error if there is none."""
+        found = self.find_parent(layer_type)
+        if found is None:
+            raise FluxionError(f"{type(self).__name__} has no {layer_type.__name__} above it")
+        return found
+
+    def get_path(self, root: Chain | None = None) -> str:
+        """Dotted path from `root` (by default the top of the tree) down to this module.
+
+        It is the path `root.layer(path)` takes and the prefix of this module's keys in
+        `root.state_dict()`; the root itself has the path "". A leaf shared by structural copies
+        answers for the tree it was first placed in.
+
+        Example:
+            >>> import zoo.fluxion as fl
+            >>> model = fl.Chain(fl.Linear(2, 2), fl.Chain(fl.SiLU(), fl.Linear(2, 2)))
+            >>> model.Chain.Linear.get_path()
+            'Chain.Linear'
+        """
+        names: list[str] = []
+        node: ContextModule = self
+        while node is not root and node._parent is not None:
+            names.append(node._parent.name_of(node))
+            node = node._parent
+        if root is not None and node is not root:
+            raise FluxionError(f"{type(self).__name__} is not inside this {type(root).__name__}")
+        return ".".join(reversed(names))
+
     @property
     def provider(self) -> ContextProvider:
         """The context store in use: the running model's, else the root chain's."""
@@ -88,6 +131,9 @@ class ContextModule(Module):
     def structural_copy(self) -> ContextModule:
         """Leaves are shared by structural copies; chains override this to copy themselves."""
         return self
+
+    def __repr__(self) -> str:
+        return render(self)
 
 
 class WeightedModule(ContextModule):

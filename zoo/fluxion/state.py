@@ -13,7 +13,7 @@ interchangeable between an adapted and a plain model.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import cast
 
 import torch
 from torch import nn
@@ -24,13 +24,18 @@ from zoo.fluxion.chain import Chain, child_names
 
 def _unwrap(module: nn.Module) -> nn.Module:
     while isinstance(module, Adapter):
-        module = module.target  # pyright: ignore[reportUnknownMemberType]
-    return module  # pyright: ignore[reportUnknownVariableType]
+        module = cast(Adapter[nn.Module], module).target
+    return module
+
+
+def _named_modules(root: nn.Module, remove_duplicate: bool = True) -> Iterator[tuple[str, nn.Module]]:
+    # torch does not annotate what `named_modules` yields
+    return root.named_modules(remove_duplicate=remove_duplicate)  # pyright: ignore[reportUnknownVariableType]
 
 
 def _live_name_path(root: nn.Module, module: nn.Module) -> str:
     """Dotted live path from `root` to one of its descendants."""
-    for name, descendant in root.named_modules(remove_duplicate=False):
+    for name, descendant in _named_modules(root, remove_duplicate=False):
         if descendant is module:
             return name
     raise ValueError(f"{type(module).__name__} is not inside {type(root).__name__}")
@@ -46,10 +51,10 @@ def _walk_keys(module: nn.Module, live: str, base: str) -> Iterator[tuple[str, s
         for key in module.state_dict():
             yield _join(live, key), _join(base, key)
         return
-    own = [name for name, p in module._parameters.items() if p is not None] + [
-        name
-        for name, b in module._buffers.items()
-        if b is not None and name not in module._non_persistent_buffers_set
+    # torch has no public way to tell a persistent buffer (in state_dict) from a non-persistent one
+    transient: set[str] = module._non_persistent_buffers_set  # pyright: ignore[reportPrivateUsage]
+    own = [name for name, _ in module.named_parameters(recurse=False)] + [
+        name for name, _ in module.named_buffers(recurse=False) if name not in transient
     ]
     for key in own:  # a chain's own tensors, rare but possible
         yield _join(live, key), _join(base, key)
@@ -87,11 +92,11 @@ def load_base_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], st
     model.load_state_dict(live_state, strict=False)
 
 
-def _adapters(model: nn.Module) -> Iterator[tuple[str, Any]]:
+def _adapters(model: nn.Module) -> Iterator[tuple[str, Adapter[nn.Module]]]:
     """(live path, adapter) for every injected adapter."""
-    for name, module in model.named_modules():
+    for name, module in _named_modules(model):
         if isinstance(module, Adapter):
-            yield name, module
+            yield name, cast(Adapter[nn.Module], module)
 
 
 def adapter_key_map(model: nn.Module) -> dict[str, str]:
@@ -99,20 +104,22 @@ def adapter_key_map(model: nn.Module) -> dict[str, str]:
     base_of_live = base_key_map(model)
     mapping: dict[str, str] = {}
     for live_path, adapter in _adapters(model):
-        target_path = _live_name_path(adapter, adapter.target)
+        target_path = _live_name_path(cast(Chain, adapter), adapter.target)
         base_layer, depth = _base_layer_path(adapter, live_path, base_of_live)
-        for key in adapter.state_dict():
+        for key in cast(Chain, adapter).state_dict():
             if key == target_path or key.startswith(target_path + "."):
                 continue
             mapping[_join(live_path, key)] = f"{base_layer}@{depth}.{key}"
     return mapping
 
 
-def _base_layer_path(adapter: Any, live_path: str, base_of_live: Mapping[str, str]) -> tuple[str, int]:
+def _base_layer_path(
+    adapter: Adapter[nn.Module], live_path: str, base_of_live: Mapping[str, str]
+) -> tuple[str, int]:
     depth, inner = 0, adapter.target
     while isinstance(inner, Adapter):
-        depth, inner = depth + 1, inner.target  # pyright: ignore[reportUnknownMemberType]
-    inner_path = _join(live_path, _live_name_path(adapter, inner))
+        depth, inner = depth + 1, cast(Adapter[nn.Module], inner).target
+    inner_path = _join(live_path, _live_name_path(cast(Chain, adapter), inner))
     for live_key, base_key in base_of_live.items():
         if live_key.startswith(inner_path + "."):
             suffix = live_key[len(inner_path) + 1 :]

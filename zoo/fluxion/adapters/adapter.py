@@ -8,7 +8,7 @@ target another adapter, and they can be ejected in any order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar, cast
 
@@ -36,12 +36,20 @@ class Adapter(Generic[T]):
         >>> adapter.eject()
         >>> [name for name, _ in model.named_children()]
         ['Linear', 'SiLU']
+
+    After construction an adapter only takes attributes it already has: `adapter.sacle = 0.5` raises
+    rather than creating an attribute nothing reads.
     """
 
     _adapter_target: T | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A class attribute would lose to Chain's in the MRO (Chain comes first), so set it on each subclass.
+        cls._rejects_new_attributes = True
+
     @contextmanager
-    def setup_adapter(self, target: T) -> Iterator[None]:
+    def setup_adapter(self, target: T) -> Generator[None, None, None]:
         """Build the adapter around `target` inside this block; the target keeps its parent."""
         if not isinstance(self, Chain):
             raise TypeError(f"{type(self).__name__}: an Adapter must also be a Chain")
@@ -49,8 +57,7 @@ class Adapter(Generic[T]):
         try:
             yield
         finally:
-            if isinstance(target, ContextModule):
-                target._set_parent(parent)
+            _set_parent(target, parent)
         if _holder_of(self, target) is None:
             raise ValueError(f"{type(self).__name__} must hold its target among its descendants")
         self._adapter_target = target
@@ -80,7 +87,7 @@ class Adapter(Generic[T]):
             raise ValueError(f"{type(target).__name__} has no parent: pass the chain to inject into")
         if me.parent is not None:
             raise RuntimeError(f"{type(self).__name__} is already injected; eject it first")
-        _retarget_wrapper(parent, old=target, new=me)
+        self._retarget_wrapper(parent, old=target, new=me)
         parent.replace(target, me)
         _set_parent(target, _holder_of(me, target))
         return self
@@ -92,29 +99,34 @@ class Adapter(Generic[T]):
         if holder is None:
             raise RuntimeError(f"{type(self).__name__} is not injected")
         target = self.target
-        _retarget_wrapper(holder, old=me, new=target)
+        self._retarget_wrapper(holder, old=me, new=target)
         holder.replace(me, target)
         _set_parent(target, holder)
 
     def _on_structural_copy(self, clone: Chain) -> None:
         # Called by Chain.structural_copy: the copy must point at the copy of the target.
         path = _path_to(cast(Chain, self), self.target)
-        cast(Adapter[T], clone)._adapter_target = clone.layer(path)  # pyright: ignore[reportAttributeAccessIssue]
+        copy = cast(Adapter[nn.Module], clone)
+        copy._adapter_target = clone.layer(path)
+
+    @staticmethod
+    def _retarget_wrapper(start: Chain, old: nn.Module, new: nn.Module) -> None:
+        """When adapters are stacked, the outer one's target changes as an inner one comes and goes."""
+        node: Chain | None = start
+        while node is not None:
+            if isinstance(node, Adapter):
+                wrapper = cast(Adapter[nn.Module], node)
+                if wrapper._adapter_target is old:
+                    wrapper._adapter_target = new
+                    return
+            node = node.parent
 
 
 def _set_parent(module: nn.Module, parent: Chain | None) -> None:
+    # Parent links are private to the tree: only chains (adopting children) and adapters (moving their
+    # target in and out) change them.
     if isinstance(module, ContextModule):
-        module._set_parent(parent)
-
-
-def _retarget_wrapper(start: Chain, old: nn.Module, new: nn.Module) -> None:
-    """When adapters are stacked, the outer one's target changes as an inner one comes and goes."""
-    node: Chain | None = start
-    while node is not None:
-        if isinstance(node, Adapter) and node._adapter_target is old:
-            node._adapter_target = new
-            return
-        node = node.parent
+        module._set_parent(parent)  # pyright: ignore[reportPrivateUsage]
 
 
 def _holder_of(root: Chain, module: nn.Module) -> Chain | None:

@@ -2,15 +2,19 @@
 
 A LoRA computes `scale * up(down(x))` with `down` of rank `rank` and `up` initialised to zero, so a
 fresh LoRA changes nothing. `LoraAdapter` puts a target layer and any number of named LoRAs in a `Sum`.
+LoRAs are built empty, like a target (`for_target`), or from tensors (`from_weights`, `Lora.from_dict`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from zoo.fluxion.adapters.adapter import Adapter
 from zoo.fluxion.chain import Chain, Sum
+from zoo.fluxion.errors import FluxionError, LoraNameError, LoraWeightsError
 from zoo.fluxion.layers.basics import Multiply
 from zoo.fluxion.layers.weighted import Conv2d, Device, DType, Linear
 from zoo.fluxion.module import WeightedModule
@@ -42,6 +46,42 @@ class Lora(Chain):
     @scale.setter
     def scale(self, value: float) -> None:
         self.ensure_find(Multiply).scale = value
+
+    def load_weights(self, down: torch.Tensor, up: torch.Tensor) -> None:
+        """Copy `down` and `up` into this LoRA (cast to its dtype, moved to its device)."""
+        for role, layer, tensor in (("down", self.down, down), ("up", self.up, up)):
+            if tensor.shape != layer.weight.shape:
+                raise LoraWeightsError(
+                    f"LoRA {self.name!r}: {role} has shape {tuple(tensor.shape)}, "
+                    f"this LoRA needs {tuple(layer.weight.shape)}",
+                    hint="build the LoRA with from_weights to take its shapes from the tensors",
+                )
+        with torch.no_grad():
+            self.down.weight.copy_(down)
+            self.up.weight.copy_(up)
+
+    @staticmethod
+    def from_dict(
+        name: str,
+        state_dict: Mapping[str, torch.Tensor],
+        scale: float = 1.0,
+        down_key: str = "down.weight",
+        up_key: str = "up.weight",
+    ) -> dict[str, Lora]:
+        """One LoRA per prefix of `state_dict`, keyed by that prefix (the path of the layer it is for).
+
+        `<prefix>.down.weight` and `<prefix>.up.weight` make a `LinearLora` when they are 2-d and a
+        `Conv2dLora` when they are 4-d (stride 1, padding `kernel // 2`: build strided ones with
+        `Conv2dLora.from_weights`). Every key must belong to a complete pair.
+
+        Example:
+            >>> import torch, zoo.fluxion as fl
+            >>> weights = {"Linear.down.weight": torch.randn(2, 8), "Linear.up.weight": torch.randn(4, 2)}
+            >>> {path: lora.rank for path, lora in fl.Lora.from_dict("style", weights).items()}
+            {'Linear': 2}
+        """
+        pairs = _pairs(state_dict, down_key, up_key)
+        return {prefix: _from_pair(name, down, up, scale) for prefix, (down, up) in pairs.items()}
 
     def delta_weight(self) -> torch.Tensor:
         """The update this LoRA adds to its target's weight (`scale * up @ down`)."""
@@ -94,6 +134,26 @@ class LinearLora(Lora):
             device=target.device,
             dtype=target.dtype,
         )
+
+    @classmethod
+    def from_weights(cls, name: str, down: torch.Tensor, up: torch.Tensor, scale: float = 1.0) -> LinearLora:
+        """A LoRA holding copies of `down` (rank, in_features) and `up` (out_features, rank).
+
+        It is placed and typed like `down`.
+
+        Example:
+            >>> import torch, zoo.fluxion as fl
+            >>> lora = fl.LinearLora.from_weights("style", torch.randn(2, 8), torch.randn(4, 2))
+            >>> lora.in_features, lora.rank, lora.out_features
+            (8, 2, 4)
+        """
+        rank = _rank(name, down, up, dims=2)
+        lora = cls(name, down.shape[1], up.shape[0], rank, scale, device=down.device, dtype=down.dtype)
+        lora.load_weights(down, up)
+        return lora
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, in_features={self.in_features}, out_features={self.out_features}"
 
 
 class Conv2dLora(Lora):
@@ -149,6 +209,47 @@ class Conv2dLora(Lora):
             dtype=target.dtype,
         )
 
+    @classmethod
+    def from_weights(
+        cls,
+        name: str,
+        down: torch.Tensor,
+        up: torch.Tensor,
+        scale: float = 1.0,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str | None = None,
+    ) -> Conv2dLora:
+        """A LoRA holding copies of `down` (rank, in, k, k) and `up` (out, rank, k', k'), typed like `down`.
+
+        `stride` and `padding` are the down convolution's and must be the target's (by default, stride 1
+        and padding `k // 2`, which keep the size for odd kernels); tensors do not record them.
+
+        Example:
+            >>> import torch, zoo.fluxion as fl
+            >>> lora = fl.Conv2dLora.from_weights("style", torch.randn(2, 4, 3, 3), torch.randn(8, 2, 1, 1))
+            >>> lora(torch.randn(1, 4, 6, 6)).shape
+            torch.Size([1, 8, 6, 6])
+        """
+        rank = _rank(name, down, up, dims=4)
+        kernels = _square_kernel(name, "down", down), _square_kernel(name, "up", up)
+        lora = cls(
+            name,
+            down.shape[1],
+            up.shape[0],
+            rank,
+            scale,
+            kernel_size=kernels,
+            stride=stride,
+            padding=kernels[0] // 2 if padding is None else padding,
+            device=down.device,
+            dtype=down.dtype,
+        )
+        lora.load_weights(down, up)
+        return lora
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, in_channels={self.in_channels}, out_channels={self.out_channels}"
+
 
 class LoraAdapter(Sum, Adapter[WeightedModule]):
     """The target layer plus one or more named LoRAs, summed.
@@ -176,6 +277,50 @@ class LoraAdapter(Sum, Adapter[WeightedModule]):
         """Names of the LoRAs, in order."""
         return list(self.loras)
 
+    @property
+    def scale(self) -> float:
+        """The scale of every LoRA here (an error when they differ: read `scales` then); settable.
+
+        Example:
+            >>> import zoo.fluxion as fl
+            >>> model = fl.Chain(fl.Linear(8, 4))
+            >>> adapter = fl.LoraAdapter(model.Linear, fl.LinearLora("a", 8, 4), fl.LinearLora("b", 8, 4))
+            >>> adapter.scale = 0.5
+            >>> adapter.scales
+            {'a': 0.5, 'b': 0.5}
+        """
+        scales = set(self.scales.values())
+        if not scales:
+            raise FluxionError("this adapter holds no LoRA, so it has no scale", hint="add one with add_lora")
+        if len(scales) > 1:
+            raise FluxionError(
+                f"the LoRAs of this adapter have different scales: {self.scales}",
+                hint="read adapter.scales for the scale of each LoRA by name",
+            )
+        return scales.pop()
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        for lora in self.loras.values():
+            lora.scale = value
+
+    @property
+    def scales(self) -> dict[str, float]:
+        """The scale of each LoRA, by name; setting a dict changes the LoRAs it names, and only them."""
+        return {name: lora.scale for name, lora in self.loras.items()}
+
+    @scales.setter
+    def scales(self, values: Mapping[str, float]) -> None:
+        loras = self.loras
+        unknown = sorted(set(values) - set(loras))
+        if unknown:
+            raise LoraNameError(
+                f"no LoRA named {', '.join(map(repr, unknown))} in this adapter",
+                hint=f"its LoRAs are {self.lora_names}",
+            )
+        for name, value in values.items():
+            loras[name].scale = value
+
     def add_lora(self, lora: Lora) -> None:
         """Add a LoRA; its name must be new (the adapter is left unchanged otherwise)."""
         if lora.name in self.loras:
@@ -186,7 +331,7 @@ class LoraAdapter(Sum, Adapter[WeightedModule]):
         """Remove the LoRA called `name` and return it."""
         lora = self.loras.get(name)
         if lora is None:
-            raise KeyError(f"no LoRA named {name!r} here (have {self.lora_names})")
+            raise LoraNameError(f"no LoRA named {name!r} here", hint=f"its LoRAs are {self.lora_names}")
         self.remove(lora)
         return lora
 
@@ -201,6 +346,60 @@ class LoraAdapter(Sum, Adapter[WeightedModule]):
         return weight + sum(
             (lora.delta_weight().to(weight.dtype) for lora in self.loras.values()), torch.zeros_like(weight)
         )
+
+
+def _rank(name: str, down: torch.Tensor, up: torch.Tensor, dims: int) -> int:
+    """The rank of a (down, up) pair of `dims`-d weights, checked to agree."""
+    if down.dim() != dims or up.dim() != dims:
+        raise LoraWeightsError(
+            f"LoRA {name!r}: down {tuple(down.shape)} and up {tuple(up.shape)} are not both {dims}-d",
+            hint="a Linear LoRA takes (rank, in) and (out, rank) weights, "
+            "a Conv2d LoRA (rank, in, k, k) and (out, rank, k, k)",
+        )
+    if down.shape[0] != up.shape[1]:
+        raise LoraWeightsError(
+            f"LoRA {name!r}: down has rank {down.shape[0]} (its first dimension), "
+            f"up has rank {up.shape[1]} (its second)",
+            hint="down is (rank, in, ...) and up is (out, rank, ...): were they swapped?",
+        )
+    return down.shape[0]
+
+
+def _square_kernel(name: str, role: str, weight: torch.Tensor) -> int:
+    height, width = weight.shape[-2:]
+    if height != width:
+        raise LoraWeightsError(
+            f"LoRA {name!r}: the {role} kernel is {height}×{width}; Conv2dLora supports square kernels only"
+        )
+    return height
+
+
+def _pairs(
+    state_dict: Mapping[str, torch.Tensor], down_key: str, up_key: str
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(down, up) by prefix; every key must end with `down_key` or `up_key` and have its other half."""
+    halves: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in state_dict.items():
+        for role in (down_key, up_key):
+            if key == role or key.endswith("." + role):
+                halves.setdefault(key.removesuffix(role).removesuffix("."), {})[role] = tensor
+                break
+        else:
+            raise LoraWeightsError(
+                f"{key!r} is neither a LoRA down nor up weight",
+                hint=f"keys must read `<layer path>.{down_key}` or `<layer path>.{up_key}` "
+                "(other names: pass down_key and up_key)",
+            )
+    incomplete = sorted(prefix for prefix, pair in halves.items() if len(pair) != 2)
+    if incomplete:
+        raise LoraWeightsError(f"LoRA weights without their down or up half: {incomplete[:8]}")
+    return {prefix: (pair[down_key], pair[up_key]) for prefix, pair in sorted(halves.items())}
+
+
+def _from_pair(name: str, down: torch.Tensor, up: torch.Tensor, scale: float) -> Lora:
+    if down.dim() == 4:
+        return Conv2dLora.from_weights(name, down, up, scale)
+    return LinearLora.from_weights(name, down, up, scale)
 
 
 __all__ = ["Conv2dLora", "LinearLora", "Lora", "LoraAdapter"]

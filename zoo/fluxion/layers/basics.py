@@ -97,7 +97,7 @@ class Unflatten(ContextModule):
         self.dim, self.sizes = dim, sizes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(self.dim, self.sizes)
+        return torch.unflatten(x, self.dim, self.sizes)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, sizes={self.sizes}"

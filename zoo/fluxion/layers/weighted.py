@@ -1,4 +1,8 @@
-"""Layers that hold weights. Arguments follow torch's order, plus `device` and `dtype`."""
+"""Layers that hold weights. Arguments follow torch's order, plus `device` and `dtype`.
+
+torch leaves the `device` and `dtype` of its layers' constructors unannotated; the `reportUnknownMemberType`
+ignores below are about those two, which our own signatures do type.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ class Linear(nn.Linear, WeightedModule):
         device: Device = None,
         dtype: DType = None,
     ) -> None:
-        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        super().__init__(  # pyright: ignore[reportUnknownMemberType]
+            in_features, out_features, bias=bias, device=device, dtype=dtype
+        )
 
 
 class Conv2d(nn.Conv2d, WeightedModule):
@@ -56,7 +62,7 @@ class Conv2d(nn.Conv2d, WeightedModule):
         device: Device = None,
         dtype: DType = None,
     ) -> None:
-        super().__init__(
+        super().__init__(  # pyright: ignore[reportUnknownMemberType]
             in_channels,
             out_channels,
             kernel_size,
@@ -89,7 +95,9 @@ class GroupNorm(nn.GroupNorm, WeightedModule):
         device: Device = None,
         dtype: DType = None,
     ) -> None:
-        super().__init__(num_groups, num_channels, eps=eps, affine=affine, device=device, dtype=dtype)
+        super().__init__(  # pyright: ignore[reportUnknownMemberType]
+            num_groups, num_channels, eps=eps, affine=affine, device=device, dtype=dtype
+        )
 
 
 class LayerNorm(nn.LayerNorm, WeightedModule):
@@ -110,7 +118,7 @@ class LayerNorm(nn.LayerNorm, WeightedModule):
         device: Device = None,
         dtype: DType = None,
     ) -> None:
-        super().__init__(
+        super().__init__(  # pyright: ignore[reportUnknownMemberType]
             normalized_shape,
             eps=eps,
             elementwise_affine=elementwise_affine,
@@ -132,7 +140,9 @@ class Embedding(nn.Embedding, WeightedModule):
     def __init__(
         self, num_embeddings: int, embedding_dim: int, device: Device = None, dtype: DType = None
     ) -> None:
-        super().__init__(num_embeddings, embedding_dim, device=device, dtype=dtype)
+        super().__init__(  # pyright: ignore[reportUnknownMemberType]
+            num_embeddings, embedding_dim, device=device, dtype=dtype
+        )
 
 
 class Parameter(WeightedModule):
