@@ -16,6 +16,7 @@ from converters.lora.convert import (
     LoraConversionResult,
     convert_lora,
     load_lora,
+    load_lora_into,
     record_lora_in_manifest,
 )
 from converters.lora.files import lora_metadata, write_zoo_lora, zoo_lora_weights
@@ -48,6 +49,7 @@ __all__ = [
     "Placement",
     "convert_lora",
     "load_lora",
+    "load_lora_into",
     "lora_metadata",
     "map_lora",
     "model_base",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,11 +282,32 @@ def load_lora(
     return LoadedLora(lora_name, lora.format, component, len(adapters), skipped, scale, adapters)
 
 
+def load_lora_into(
+    models: Sequence[nn.Module], source: str | Path, *, name: str | None = None, scale: float = 1.0
+) -> list[LoadedLora]:
+    """`load_lora` into each of a pipeline's models (a UNet, a text encoder) that the file changes.
+
+    A file changing only some of them is fine; one that changes none is an error, and so is any entry
+    that lands nowhere (as `load_lora` checks for each model).
+    """
+    loaded: list[LoadedLora] = []
+    for model in models:
+        try:
+            loaded.append(load_lora(model, source, name=name, scale=scale))
+        except ConfigError as error:
+            if "changes nothing" not in error.message:
+                raise
+    if not loaded:
+        raise ConfigError("this LoRA changes none of the models", file=source)
+    return loaded
+
+
 __all__ = [
     "LoadedLora",
     "LoraConversionResult",
     "alpha_handling",
     "convert_lora",
     "load_lora",
+    "load_lora_into",
     "record_lora_in_manifest",
 ]

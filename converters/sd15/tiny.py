@@ -22,6 +22,7 @@ TINY: dict[str, dict[str, Any]] = {
         "cross_attention_dim": 64,
         "use_linear_projection": False,
         "norm_num_groups": 32,
+        "sample_size": 32,  # 64 pixels with the tiny autoencoder: `zoo generate` draws small by default
     },
     "text_encoder": CLIP_L,
     "vae": VAE | {"scaling_factor": 0.18215},

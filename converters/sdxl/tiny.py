@@ -26,6 +26,7 @@ TINY: dict[str, dict[str, Any]] = {
         "addition_time_embed_dim": 256,
         "projection_class_embeddings_input_dim": 32 + 6 * 256,
         "norm_num_groups": 32,
+        "sample_size": 32,  # 64 pixels with the tiny autoencoder: `zoo generate` draws small by default
     },
     "text_encoder": CLIP_L,
     "text_encoder_2": CLIP_COMMON

@@ -88,15 +88,15 @@ def torch_dtype(name: str | None) -> Any:
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
-def progress_bar(total: int, description: str, enabled: bool) -> Any:
-    """A byte progress bar on stderr (tqdm), shown only on a terminal and never with --json."""
+def progress_bar(total: int, description: str, enabled: bool, unit: str = "B") -> Any:
+    """A progress bar on stderr (tqdm; bytes by default), shown only on a terminal and never with --json."""
     from tqdm import tqdm
 
     return tqdm(
         total=total,
         desc=description,
-        unit="B",
-        unit_scale=True,
+        unit=unit,
+        unit_scale=unit == "B",
         disable=(not enabled) or None,
         file=sys.stderr,
         leave=False,
