@@ -14,21 +14,25 @@ from converters._checkpoints import open_checkpoint
 from converters._convert.sources import read_config
 from converters.declaration import Conversion
 from converters.dinov2.original import original_config
+from converters.dinov2.recognizers import looks_transformers
 from converters.dinov2.releases import describe, release_of_size
 from converters.dinov2.transformers_config import derive_config
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, ZooError
 from zoo.foundationals.dinov2 import DINOv2Config
 
 CONFIG_FILE = "config.json"
+FOLDER_HINT = "a transformers file: pass the folder holding it and its config.json"
 
 
 def _config_of_file(path: Path) -> DINOv2Config:
+    """The config of an original file; any other file is an error naming it."""
     with open_checkpoint(path) as reader:
         shapes = {key: reader.shape(key) for key in reader.keys()}
     try:
         return original_config(shapes)
-    except ConfigError as error:
-        raise ConfigError(error.message, file=path, tensor=error.tensor, hint=error.hint) from None
+    except ZooError as error:
+        hint = FOLDER_HINT if looks_transformers(shapes) else error.hint
+        raise type(error)(error.message, file=path, tensor=error.tensor, hint=hint) from None
 
 
 def _pick(conversions: Sequence[Conversion], config: DINOv2Config, source: str) -> tuple[Conversion, ...]:

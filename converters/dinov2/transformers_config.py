@@ -1,10 +1,11 @@
 """Our DINOv2 config from a transformers `config.json` (`Dinov2Model`, `Dinov2WithRegistersModel`),
 and back.
 
-A config may also carry `interpolate_offset` and `interpolate_antialias` (the original code's names):
-the configs derived from an original release file do, because the code those files were made for
-resizes position embeddings unlike transformers' `Dinov2Model` (see
-`zoo.foundationals.dinov2.position_embedding`). The upstream model is built without them.
+A config may also carry `zoo_interpolate_offset` and `zoo_interpolate_antialias` (zoo's own keys, so
+no transformers field is ever read as one): the configs derived from an original release file do,
+because the code those files were made for resizes position embeddings unlike transformers'
+`Dinov2Model` (see `zoo.foundationals.dinov2.position_embedding`). The upstream model is built
+without them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from zoo.foundationals.dinov2 import DINOv2Config
 
 PLAIN, WITH_REGISTERS = "Dinov2Model", "Dinov2WithRegistersModel"
 MODEL_TYPES = {"dinov2": PLAIN, "dinov2_with_registers": WITH_REGISTERS}
-INTERPOLATION_KEYS = ("interpolate_offset", "interpolate_antialias")
+# zoo's keys in an upstream config -> the fields of our config they set
+INTERPOLATION_KEYS = {
+    "zoo_interpolate_offset": "interpolate_offset",
+    "zoo_interpolate_antialias": "interpolate_antialias",
+}
 SUPPORTED_ACTIVATION = "gelu"  # the MLP's; the SwiGLU always uses SiLU
 MAX_MLP_RATIO = 16  # transformers' configs hold an integer ratio; this bounds the search for one
 
@@ -113,7 +118,7 @@ def _config(fields: Mapping[str, Any], registers: int, swiglu: bool, hidden: int
 
 
 def _with_interpolation(config: DINOv2Config, upstream: Mapping[str, Any]) -> DINOv2Config:
-    given = {key: upstream[key] for key in INTERPOLATION_KEYS if key in upstream}
+    given = {field: upstream[key] for key, field in INTERPOLATION_KEYS.items() if key in upstream}
     return replace(config, **given) if given else config
 
 

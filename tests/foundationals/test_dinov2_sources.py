@@ -130,3 +130,11 @@ def test_inspect_tells_the_layouts(tmp_path: Path) -> None:
     transformers = inspect_file(folder / "model.safetensors")
     assert transformers.kind is not None and "ViT-S/14" in transformers.kind
     assert transformers.conversion == "dinov2.vits14"
+
+
+def test_a_transformers_file_alone_is_sent_to_its_folder(tmp_path: Path) -> None:
+    folder = _transformers_folder(SMALL, tmp_path / "small")
+    error = _refused("dinov2", folder / "model.safetensors", tmp_path / "out", FormatError, "original")
+    assert (
+        error.file == str(folder / "model.safetensors") and error.hint is not None and "folder" in error.hint
+    )
