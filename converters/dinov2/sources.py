@@ -49,7 +49,11 @@ def _pick(conversions: Sequence[Conversion], config: DINOv2Config, source: str) 
 
 def _in_folder(conversions: Sequence[Conversion], folder: Path) -> tuple[Conversion, ...]:
     if (folder / CONFIG_FILE).is_file():
-        return _pick(conversions, derive_config(read_config(folder / CONFIG_FILE)), str(folder))
+        try:
+            config = derive_config(read_config(folder / CONFIG_FILE))
+        except ZooError as error:
+            raise type(error)(error.message, file=folder / CONFIG_FILE, hint=error.hint) from None
+        return _pick(conversions, config, str(folder))
     held = tuple(c for c in conversions if (folder / c.parts[0].subfolder / CONFIG_FILE).is_file())
     if not held:
         raise ConfigError(

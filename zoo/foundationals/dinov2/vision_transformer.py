@@ -29,6 +29,7 @@ from torch import nn
 import zoo.fluxion as fl
 from zoo.fluxion.layers.weighted import Device, DType
 from zoo.foundationals.dinov2.position_embedding import IMAGE_KEY, PositionEmbedding
+from zoo.foundationals.dinov2.tokens import MASK_KEY, ClassToken, MaskToken, Registers
 
 FeedForwardKind = Literal["mlp", "swiglu"]
 RELEASE_REGISTERS = 4  # the `_reg4` releases
@@ -176,46 +177,6 @@ class PatchEmbedding(fl.Chain):
             fl.Flatten(2),
             fl.Transpose(1, 2),
         )
-
-
-class MaskToken(fl.WeightedModule):
-    """Replaces the patch tokens that the context's `patch_mask` (B, h·w) selects by a learned token.
-
-    Used by masked-image pretraining; without a mask (inference) it passes the tokens through.
-    """
-
-    def __init__(self, hidden_size: int, context: str, device: Device = None, dtype: DType = None) -> None:
-        super().__init__()
-        self.context = context
-        self.weight = nn.Parameter(torch.zeros(1, hidden_size, device=device, dtype=dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask: torch.Tensor | None = self.use_context(self.context).get("patch_mask")
-        if mask is None:
-            return x
-        return torch.where(mask.unsqueeze(-1), self.weight.to(x.dtype).unsqueeze(0), x)
-
-
-class ClassToken(fl.WeightedModule):
-    """Prepends the learned class token to (B, N, D) tokens."""
-
-    def __init__(self, hidden_size: int, device: Device = None, dtype: DType = None) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1, 1, hidden_size, device=device, dtype=dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat((self.weight.expand(x.shape[0], -1, -1), x), dim=1)
-
-
-class Registers(fl.WeightedModule):
-    """Inserts the learned register tokens after the class token (they get no position embedding)."""
-
-    def __init__(self, count: int, hidden_size: int, device: Device = None, dtype: DType = None) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1, count, hidden_size, device=device, dtype=dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat((x[:, :1], self.weight.expand(x.shape[0], -1, -1), x[:, 1:]), dim=1)
 
 
 class Embeddings(fl.Chain):
@@ -385,7 +346,7 @@ class DINOv2(fl.Chain):
         count = self.config.num_layers
         if any(not -count <= index < count for index in layers):
             raise IndexError(f"layers {tuple(layers)}: the model has {count} layers")
-        self.set_context(self.context_name, {"patch_mask": patch_mask})
+        self.set_context(self.context_name, {MASK_KEY: patch_mask})
         tokens = self.Embeddings(image)
         wanted = {index % count for index in layers}
         kept: dict[int, torch.Tensor] = {}
@@ -412,7 +373,6 @@ class DINOv2(fl.Chain):
 
 __all__ = [
     "AttentionBlock",
-    "ClassToken",
     "DINOv2",
     "DINOv2Config",
     "DINOv2Output",
@@ -421,10 +381,8 @@ __all__ = [
     "FeedForwardBlock",
     "Gate",
     "LayerScale",
-    "MaskToken",
     "PatchEmbedding",
     "Product",
-    "Registers",
     "SwiGLUFeedForward",
     "Transformer",
     "TransformerLayer",
