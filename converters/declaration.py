@@ -45,6 +45,9 @@ class KeyNormalization:
     renames: Mapping[str, str]  # file key -> upstream model key
     ignored: Mapping[str, str] = field(default_factory=dict)  # file key -> reason
     reshapes: Mapping[str, Shape] = field(default_factory=dict)  # file key -> shape the model holds it in
+    # file key -> the upstream model keys it holds as equal chunks along dim 0, in order (a projection
+    # an older library version saved fused, which the installed one keeps as several)
+    splits: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def identity_keys(shapes: Mapping[str, Shape]) -> KeyNormalization:

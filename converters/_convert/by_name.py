@@ -15,6 +15,7 @@ from converters._convert.record import record_convert_run
 from converters._convert.sources import Source, resolve_hub_source, resolve_source
 from converters._convert.synthetic import write_synthetic_pipeline
 from converters.declaration import Conversion, Size
+from converters.family import Family
 from zoo.errors import ConfigError
 
 SyntheticLayout = Literal["diffusers", "single-file"]
@@ -64,6 +65,8 @@ def convert(
     if synthetic is not None:
         synthetic_source = _write_synthetic(conversions, synthetic, synthetic_layout, out, report)
         source = str(synthetic_source)
+    if source is not None and "." not in name:
+        conversions = _held_by(registry.family(name), conversions, source)
     results = [
         _convert_one(
             conversion,
@@ -98,8 +101,22 @@ def _write_synthetic(
         return write_synthetic_pipeline(conversions, size, folder, family.pipeline_class, report=report)
     if family.single_file is None:
         raise ConfigError(f"{family.name} has no original single-file layout", hint="use --layout diffusers")
-    write_synthetic_pipeline(family.conversions, size, folder, family.pipeline_class, report=report)
+    if family.single_file.one_per_conversion and len(conversions) != 1:
+        names = ", ".join(c.name for c in conversions)
+        raise ConfigError(
+            f"each original {family.name} file holds one model: name one conversion ({names})",
+            hint=f"e.g. zoo convert {conversions[0].name} --synthetic {size} --layout single-file",
+        )
+    held = conversions if family.single_file.one_per_conversion else family.conversions
+    write_synthetic_pipeline(held, size, folder, family.pipeline_class, report=report)
     return family.single_file.write_synthetic(folder, folder.with_suffix(".safetensors"))
+
+
+def _held_by(family: Family, conversions: list[Conversion], source: str) -> list[Conversion]:
+    """The family's conversions a source holds, when the family says (one source per model size)."""
+    if family.conversions_for_source is None:
+        return conversions
+    return list(family.conversions_for_source(source))
 
 
 def _convert_one(

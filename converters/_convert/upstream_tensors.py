@@ -17,7 +17,7 @@ import torch
 from converters._checkpoints import open_checkpoint
 from converters._convert.sources import FolderSource
 from converters._tracing import KeyMap
-from converters.declaration import Conversion, Shape, upstream_prefix
+from converters.declaration import Conversion, KeyNormalization, Shape, upstream_prefix
 from zoo.errors import CoverageError, FormatError
 
 
@@ -54,7 +54,7 @@ def open_folder_tensors(conversion: Conversion, source: FolderSource) -> Iterato
             reader = stack.enter_context(open_checkpoint(path))
             shapes = {key: reader.shape(key) for key in reader.keys()}
             normalized = part.normalize_keys(shapes)
-            _check_normalization(path, shapes, normalized.renames, normalized.ignored)
+            _check_normalization(path, shapes, normalized)
             prefix = upstream_prefix(conversion, part)
             for file_key, model_key in normalized.renames.items():
                 shape = normalized.reshapes.get(file_key)
@@ -65,6 +65,16 @@ def open_folder_tensors(conversion: Conversion, source: FolderSource) -> Iterato
                     reader.dtype(file_key),
                     _loader(reader.get, file_key, shape),
                 )
+            for file_key, model_keys in normalized.splits.items():
+                count = len(model_keys)
+                for index, model_key in enumerate(model_keys):
+                    tensors[prefix + model_key] = SourceTensor(
+                        path,
+                        f"{file_key}[chunk {index + 1} of {count}]",
+                        _chunk_shape(shapes[file_key], count),
+                        reader.dtype(file_key),
+                        _chunk_loader(reader.get, file_key, count, index),
+                    )
             ignored.update({f"{path}: {key}": reason for key, reason in normalized.ignored.items()})
         yield UpstreamTensors(tensors, ignored)
 
@@ -75,17 +85,34 @@ def _loader(get: Callable[[str], torch.Tensor], key: str, shape: Shape | None) -
     return lambda: get(key).reshape(shape)
 
 
-def _check_normalization(
-    path: Path, shapes: Mapping[str, Shape], renames: Mapping[str, str], ignored: Mapping[str, str]
-) -> None:
-    unaccounted = sorted(set(shapes) - set(renames) - set(ignored))
+def _chunk_shape(shape: Shape, count: int) -> Shape:
+    return (shape[0] // count, *shape[1:])
+
+
+def _chunk_loader(
+    get: Callable[[str], torch.Tensor], key: str, count: int, index: int
+) -> Callable[[], torch.Tensor]:
+    return lambda: get(key).chunk(count)[index]
+
+
+def _check_normalization(path: Path, shapes: Mapping[str, Shape], normalized: KeyNormalization) -> None:
+    unaccounted = sorted(
+        set(shapes) - set(normalized.renames) - set(normalized.ignored) - set(normalized.splits)
+    )
     if unaccounted:
         raise FormatError(
             f"{len(unaccounted)} tensor(s) of unknown layout: {', '.join(unaccounted[:5])}",
             file=path,
             tensor=unaccounted[0],
         )
-    targets = list(renames.values())
+    for key, model_keys in normalized.splits.items():
+        if not shapes[key] or shapes[key][0] % len(model_keys):
+            raise FormatError(
+                f"shape {shapes[key]} does not split into {len(model_keys)} equal parts along dim 0",
+                file=path,
+                tensor=key,
+            )
+    targets = [*normalized.renames.values(), *(key for keys in normalized.splits.values() for key in keys)]
     if len(targets) != len(set(targets)):
         raise FormatError("two tensors of the file map onto the same upstream name", file=path)
 
