@@ -116,21 +116,21 @@ class SwinConfig:
 
     @classmethod
     def base_window12(cls) -> SwinConfig:
-        """Swin-B at 384 pixels with 12×12 windows: 87.0 M parameters."""
+        """Swin-B at 384 pixels with 12×12 windows: 86.9 M parameters."""
         return cls(
             image_size=384, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=12
         )
 
     @classmethod
     def large_window12(cls) -> SwinConfig:
-        """Swin-L at 384 pixels with 12×12 windows: 196 M parameters."""
+        """Swin-L at 384 pixels with 12×12 windows: 195 M parameters."""
         return cls(
             image_size=384, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=12
         )
 
     @classmethod
     def toy(cls) -> SwinConfig:
-        """A test twin (20 K parameters): three stages, shifted and unshifted windows, a 3-wide window."""
+        """A test twin (37 K parameters): three stages, shifted and unshifted windows, a 3-wide window."""
         return cls(
             image_size=24, patch_size=2, embed_dim=8, depths=(2, 2, 2), num_heads=(2, 2, 4), window_size=3
         )
