@@ -297,7 +297,7 @@ class SwinTransformer(fl.Chain):
         [(1, 8, 15, 20), (1, 16, 8, 10), (1, 32, 4, 5)]
     """
 
-    context_name: ClassVar[str] = "swin"
+    context_name: ClassVar[str] = "swin_transformer"
 
     def __init__(self, config: SwinConfig, device: Device = None, dtype: DType = None) -> None:
         self.config = config
