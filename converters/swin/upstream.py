@@ -115,7 +115,7 @@ def upstream_swin_config(config: SwinConfig) -> dict[str, Any]:
     }
 
 
-def _random_weights(model: nn.Module) -> nn.Module:
+def random_weights(model: nn.Module) -> nn.Module:
     """Every parameter drawn from the global RNG, at a scale that keeps activations near unit size.
 
     transformers starts the position tables, biases and norms at constants, so a model saved as it is
@@ -133,7 +133,7 @@ def swin_model(config: Mapping[str, Any]) -> nn.Module:
     from transformers import SwinConfig as UpstreamConfig
     from transformers import SwinModel
 
-    return _random_weights(SwinModel(UpstreamConfig.from_dict(dict(config)))).eval()
+    return random_weights(SwinModel(UpstreamConfig.from_dict(dict(config)))).eval()
 
 
 def example_images(
@@ -181,6 +181,7 @@ __all__ = [
     "UPSTREAM_DEFAULTS",
     "derive_swin_config",
     "example_images",
+    "random_weights",
     "run_ours",
     "run_upstream",
     "swin_model",
