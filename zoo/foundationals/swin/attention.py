@@ -110,22 +110,29 @@ class WindowAttentionBias(fl.Chain):
 
 
 class WindowScaledDotProductAttention(fl.ContextModule):
-    """Multi-head attention inside each window: (q, k, v) (B, windows, N, C) and a bias → (B, windows, N, C)."""
+    """Multi-head attention inside each window: (q, k, v) (B, windows, N, C) and a bias → (B, windows, N, C).
+
+    Windows and heads are folded into one axis, (B, windows · heads, N, C / heads), so that the bias of
+    each window and head, (windows or 1, heads, N, N), is one (1, windows · heads, N, N) mask for the
+    whole batch: the 4-D layout fused attention kernels take, without a copy of the mask per image.
+    """
 
     def __init__(self, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, windows, N, C) → (B, windows, heads, N, C / heads)."""
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)
+        """(B, windows, N, C) → (B, windows · heads, N, C / heads)."""
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2).flatten(1, 2)
 
     def forward(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor
     ) -> torch.Tensor:
+        windows, tokens = query.shape[1], query.shape[2]
         q, k, v = (self.split_heads(t) for t in (query, key, value))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return out.transpose(-3, -2).flatten(-2)
+        mask = bias.expand(windows, self.num_heads, tokens, tokens).flatten(0, 1)[None]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out.unflatten(1, (windows, self.num_heads)).transpose(-3, -2).flatten(-2)
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}"
