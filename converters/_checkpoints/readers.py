@@ -37,6 +37,7 @@ from zoo.errors import FormatError
 _REMAP_AFTER_BYTES = 256 * 1024 * 1024
 _SHOWN_NAMES = 10
 _TRUSTED_TOOL_HINT = "convert it to safetensors with a trusted tool, in a sandbox"
+_WRAPPERS = ("state_dict", "model")  # entries of a saved dict that hold the state dict, in this order
 
 
 class CheckpointReader(abc.ABC):
@@ -338,10 +339,15 @@ def _unpickling_error(message: str, path: Path) -> FormatError:
 
 
 def _state_dict(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Finds the state dict in a loaded pickle: the object itself or its `"state_dict"` entry."""
-    # Lightning and the original LDM/SGM code save {"state_dict": {...}, "epoch": ..., ...}.
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        loaded = loaded["state_dict"]
+    """Finds the state dict in a loaded pickle: the object itself or its `"state_dict"` or `"model"` entry."""
+    # Lightning and the original LDM/SGM code save {"state_dict": {...}, "epoch": ..., ...}; many research
+    # releases of vision models save {"model": {...}} (with the optimizer's state in training checkpoints).
+    wrapper = next(
+        (key for key in _WRAPPERS if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping)),
+        None,
+    )
+    if wrapper is not None:
+        loaded = loaded[wrapper]
     if not isinstance(loaded, Mapping):
         raise FormatError(f"this checkpoint holds a {type(loaded).__name__}, not a state dict", file=path)
     others = [
