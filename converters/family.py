@@ -70,6 +70,8 @@ class Family:
         recognizers: How `zoo inspect` tells the family's checkpoints (first match wins), including
             kinds zoo recognises without converting them.
         lora_parts: Upstream parts (pipeline subfolders) LoRA files may target; empty: no LoRAs.
+        alternatives: The conversions are alternatives (sizes of one model) rather than parts: named
+            with a source, the family converts only those whose `family_check` accepts it.
     """
 
     name: str
@@ -80,6 +82,7 @@ class Family:
     single_file: SingleFileFormat | None = None
     recognizers: tuple[Recognizer, ...] = ()
     lora_parts: tuple[str, ...] = ()
+    alternatives: bool = False
 
     @property
     def declared(self) -> tuple[Conversion, ...]:

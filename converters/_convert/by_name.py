@@ -12,8 +12,9 @@ import torch
 from converters import registry
 from converters._convert.component import ComponentResult, convert_component
 from converters._convert.record import record_convert_run
-from converters._convert.sources import Source, resolve_hub_source, resolve_source
+from converters._convert.sources import FolderSource, Source, resolve_hub_source, resolve_source
 from converters._convert.synthetic import write_synthetic_pipeline
+from converters._single_file.replay import single_file_configs
 from converters.declaration import Conversion, Size
 from zoo.errors import ConfigError
 
@@ -62,6 +63,8 @@ def convert(
     if synthetic is not None:
         synthetic_source = _write_synthetic(conversions, synthetic, synthetic_layout, out, report)
         source = str(synthetic_source)
+    if source is not None and len(conversions) > 1 and registry.family_of(conversions[0]).alternatives:
+        conversions = _fitting(conversions, source, revision)
     results = [
         _convert_one(conversion, source, revision, out, dtype, dry_run, allow_nonfinite, progress)
         for conversion in conversions
@@ -88,6 +91,24 @@ def _write_synthetic(
         raise ConfigError(f"{family.name} has no original single-file layout", hint="use --layout diffusers")
     write_synthetic_pipeline(family.conversions, size, folder, family.pipeline_class, report=report)
     return family.single_file.write_synthetic(folder, folder.with_suffix(".safetensors"))
+
+
+def _fitting(conversions: list[Conversion], source: str, revision: str | None) -> list[Conversion]:
+    """Of alternative conversions (sizes of one model), those the source fits; an error if none does."""
+    problems = {conversion.name: _problem(conversion, source, revision) for conversion in conversions}
+    fitting = [conversion for conversion in conversions if problems[conversion.name] is None]
+    if not fitting:
+        reasons = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+        raise ConfigError(f"the source fits none of the conversions: {reasons}", file=source)
+    return fitting
+
+
+def _problem(conversion: Conversion, source: str, revision: str | None) -> str | None:
+    resolved = _resolve(conversion, source, revision)
+    configs = (
+        resolved.configs if isinstance(resolved, FolderSource) else single_file_configs(conversion, resolved)
+    )
+    return conversion.family_check(conversion.derive_config(configs))
 
 
 def _convert_one(
