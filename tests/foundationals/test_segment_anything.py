@@ -125,7 +125,7 @@ def _reference_predictor(reference: Any) -> Any:
     return SamPredictor(reference)
 
 
-def _image_prompts(height: int, width: int) -> dict[str, dict[str, np.ndarray]]:
+def _image_prompts(height: int, width: int) -> dict[str, dict[str, Any]]:
     points = np.array([[width * 0.3, height * 0.6], [width * 0.7, height * 0.2]])
     return {
         "points": {"point_coords": points, "point_labels": np.array([1, 0])},
