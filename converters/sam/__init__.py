@@ -10,6 +10,7 @@ are alternatives, one per released size); a source of one size named as another 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from converters.declaration import Conversion, PinnedFile, Size, UpstreamConfigs, UpstreamPart
@@ -67,11 +68,14 @@ CONVERSIONS = tuple(_conversion(release) for release in RELEASES)
 VIT_B, VIT_L, VIT_H = CONVERSIONS
 
 
-def _transformers_layout(width: int | None) -> Any:
+def _transformers_layout(width: int | None) -> Callable[[Shapes], bool]:
+    """A transformers `SamModel` state dict (of this encoder width; None: any)."""
+
     def matches(shapes: Shapes) -> bool:
         patches = shapes.get("vision_encoder.patch_embed.projection.weight")
-        found = patches is not None and "mask_decoder.iou_token.weight" in shapes
-        return found and (width is None or patches[0] == width)
+        if patches is None or "mask_decoder.iou_token.weight" not in shapes:
+            return False
+        return width is None or patches[0] == width
 
     return matches
 

@@ -14,7 +14,7 @@ decoder's number of heads is the one number the shapes do not show: every releas
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from converters._single_file.shapes import ShapeReader
@@ -104,7 +104,7 @@ def _rules(depths: Mapping[str, int]) -> list[tuple[re.Pattern[str], Callable[[r
     return [(re.compile(pattern), rename) for pattern, rename in rules]
 
 
-def transformers_names(keys: Mapping[str, Any], depths: Mapping[str, int]) -> dict[str, str]:
+def transformers_names(keys: Iterable[str], depths: Mapping[str, int]) -> dict[str, str]:
     """Original key → transformers `SamModel` key, for every key; an unknown key is an error.
 
     Args:
