@@ -251,7 +251,7 @@ def is_original_sam(shapes: Shapes) -> bool:
     )
 
 
-RECOGNIZER_DESCRIPTION = "an original Segment Anything checkpoint (segment_anything layout)"
+RECOGNIZER_DESCRIPTION = "an original Segment Anything checkpoint (segment_anything layout; `zoo convert sam --source FILE` converts it)"
 
 
 RECOGNIZER = Recognizer(RECOGNIZER_DESCRIPTION, is_original_sam)
