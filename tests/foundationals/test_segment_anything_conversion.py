@@ -57,7 +57,7 @@ def test_original_and_transformers_layouts_convert_to_the_same_bytes(
 ) -> None:
     reference, path = original
     configs = single_file_configs(VIT_B, SingleFileSource(path))
-    port = transformers_sam(configs["sam"]).eval()
+    port: Any = transformers_sam(configs["sam"]).eval()
     port.load_state_dict(to_transformers(reference.state_dict(), configs), strict=False)
     image = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(22))
     with torch.no_grad():  # the renamed weights make transformers' port compute what the original does
