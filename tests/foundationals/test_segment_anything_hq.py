@@ -222,3 +222,18 @@ def test_other_sam_weights_in_the_base_are_reported(files: dict[str, Any], tmp_p
     other = _rewritten(files, tmp_path / "other.pth", lambda s: s["mask_decoder.iou_token.weight"].add_(1.0))
     result = convert_hq_sam(other, files["base"], out=tmp_path / "out", dry_run=True)
     assert len(result.warnings) == 1 and "1 SAM tensor(s)" in result.warnings[0]
+
+
+@pytest.mark.parametrize("size", ["vit_b", "vit_l", "vit_h"])
+def test_full_size_parameter_counts_equal_the_original(size: str) -> None:
+    from segment_anything_hq import sam_model_registry
+
+    from zoo.foundationals.segment_anything.model import SegmentAnythingConfig
+
+    with torch.device("meta"):
+        sam = SegmentAnything(getattr(SegmentAnythingConfig, size)())
+        hq = HQSAMAdapter(sam)
+        reference = sam_model_registry[size]()
+    count = sum(p.numel() for p in sam.parameters()) + sum(t.numel() for t in hq.weights().values())
+    print(f"HQ-SAM {size}: {count:,} parameters")
+    assert count == sum(t.numel() for t in reference.state_dict().values())

@@ -92,7 +92,7 @@ class SegmentAnythingConfig:
 
     @classmethod
     def tiny(cls) -> SegmentAnythingConfig:
-        """A 70 K-parameter test twin: 96-pixel images, 32 channels."""
+        """A 112 K-parameter test twin: 96-pixel images, 32 channels."""
         return cls(
             image_encoder=ImageEncoderConfig.tiny(),
             prompt_encoder=PromptEncoderConfig.tiny(),
