@@ -32,7 +32,7 @@ def _part(release: Release) -> UpstreamPart:
     return UpstreamPart(SUBFOLDER, "transformers.SamModel", transformers_sam, pinned=pinned, repo_folder="")
 
 
-def _synthetic(release: Release) -> Any:
+def _synthetic(release: Release) -> Callable[[Size], dict[str, dict[str, Any]]]:
     def configs(size: Size) -> dict[str, dict[str, Any]]:
         config = release.config if size == "full" else SegmentAnythingConfig.tiny()
         return {SUBFOLDER: upstream_config(config)}

@@ -5,6 +5,7 @@ written."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +20,10 @@ from segment_anything_reference import (  # pyright: ignore[reportMissingImports
     save_original,
 )
 
-from converters._convert.by_name import convert
+from converters._convert.by_name import _fitting, convert  # pyright: ignore[reportPrivateUsage]
 from converters._convert.sources import SingleFileSource
 from converters._single_file.replay import single_file_configs
-from converters.sam import VIT_B
+from converters.sam import CONVERSIONS, VIT_B
 from converters.sam.configs import derive_config, upstream_config
 from converters.sam.original import to_transformers
 from converters.sam.reference import transformers_sam
@@ -160,3 +161,14 @@ def test_the_transformers_config_round_trips() -> None:
         upstream = upstream_config(config)
         derived = derive_config(upstream)
         assert upstream_config(derived) == upstream
+
+
+def test_a_source_no_alternative_fits_is_one_error_with_each_reason(original: tuple[Any, Path]) -> None:
+    refusing = [dataclasses.replace(c, family_check=lambda _c, n=c.name: f"not {n}") for c in CONVERSIONS]
+    with pytest.raises(
+        ConfigError, match=r"fits none of the conversions: sam\.vit_b: not sam\.vit_b; sam\.vit_l"
+    ):
+        _fitting(refusing, str(original[1]), None)
+    assert [c.name for c in _fitting(list(CONVERSIONS), str(original[1]), None)] == [
+        c.name for c in CONVERSIONS
+    ]
