@@ -49,14 +49,14 @@ class SingleFileFormat:
         recognizer: Matches the family's single files (a key prefix only they have).
         write_synthetic: (diffusers pipeline folder, file to write) -> writes the original single file
             that holds those weights, for offline tests and `--synthetic --layout single-file`.
-        one_per_conversion: Each original file holds one conversion's model (one file per model
-            size) rather than the whole family; its synthetic file is written from a folder holding
+        per_conversion: Each original file holds one conversion's model (one file per model size or
+            variant) rather than the whole family; its synthetic file is written from a folder holding
             only that conversion's parts.
     """
 
     recognizer: Recognizer
     write_synthetic: Callable[[Path, Path], Path]
-    one_per_conversion: bool = False
+    per_conversion: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,10 @@ class Family:
         recognizers: How `zoo inspect` tells the family's checkpoints (first match wins), including
             kinds zoo recognises without converting them.
         lora_parts: Upstream parts (pipeline subfolders) LoRA files may target; empty: no LoRAs.
-        conversions_for_source: For a family whose conversions each read their own source (one per
-            model size): `--source` (a path or a Hub repo id) -> the conversions it holds, so that
-            naming the family converts what the source is; raises ConfigError when it holds none.
-            None: naming the family converts every conversion from the source.
+        alternatives: The conversions are alternatives (sizes or variants of one model), each read from
+            its own source, rather than parts of one pipeline: named with `--source`, the family
+            converts the one conversion the source is (`converters._convert.pick`); with `--synthetic`,
+            a conversion must be named.
     """
 
     name: str
@@ -88,7 +88,7 @@ class Family:
     single_file: SingleFileFormat | None = None
     recognizers: tuple[Recognizer, ...] = ()
     lora_parts: tuple[str, ...] = ()
-    conversions_for_source: Callable[[str], tuple[Conversion, ...]] | None = None
+    alternatives: bool = False
 
     @property
     def declared(self) -> tuple[Conversion, ...]:

@@ -11,6 +11,7 @@ import torch
 
 from converters import registry
 from converters._convert.component import ComponentResult, convert_component
+from converters._convert.pick import pick_conversion
 from converters._convert.record import record_convert_run
 from converters._convert.sources import Source, resolve_hub_source, resolve_source
 from converters._convert.synthetic import write_synthetic_pipeline
@@ -61,12 +62,12 @@ def convert(
     conversions = registry.resolve(name)
     if source is not None and synthetic is not None:
         raise ConfigError("--source and --synthetic exclude each other: pick one")
+    if "." not in name and registry.family(name).alternatives:
+        conversions = _alternative(registry.family(name), source, revision, synthetic)
     synthetic_source = None
     if synthetic is not None:
         synthetic_source = _write_synthetic(conversions, synthetic, synthetic_layout, out, report)
         source = str(synthetic_source)
-    if source is not None and "." not in name:
-        conversions = _held_by(registry.family(name), conversions, source)
     results = [
         _convert_one(
             conversion,
@@ -101,22 +102,29 @@ def _write_synthetic(
         return write_synthetic_pipeline(conversions, size, folder, family.pipeline_class, report=report)
     if family.single_file is None:
         raise ConfigError(f"{family.name} has no original single-file layout", hint="use --layout diffusers")
-    if family.single_file.one_per_conversion and len(conversions) != 1:
+    if family.single_file.per_conversion and len(conversions) != 1:
         names = ", ".join(c.name for c in conversions)
         raise ConfigError(
             f"each original {family.name} file holds one model: name one conversion ({names})",
             hint=f"e.g. zoo convert {conversions[0].name} --synthetic {size} --layout single-file",
         )
-    held = conversions if family.single_file.one_per_conversion else family.conversions
+    held = conversions if family.single_file.per_conversion else family.conversions
     write_synthetic_pipeline(held, size, folder, family.pipeline_class, report=report)
     return family.single_file.write_synthetic(folder, folder.with_suffix(".safetensors"))
 
 
-def _held_by(family: Family, conversions: list[Conversion], source: str) -> list[Conversion]:
-    """The family's conversions a source holds, when the family says (one source per model size)."""
-    if family.conversions_for_source is None:
-        return conversions
-    return list(family.conversions_for_source(source))
+def _alternative(
+    family: Family, source: str | None, revision: str | None, synthetic: Size | None
+) -> list[Conversion]:
+    """The conversion of an alternatives family that `source` is (all of them, from their Hub repos)."""
+    if synthetic is not None:
+        names = ", ".join(c.name for c in family.declared)
+        raise ConfigError(
+            f"{family.name}'s conversions are alternatives: name one with --synthetic", hint=names
+        )
+    if source is None:
+        return list(family.conversions)
+    return [pick_conversion(family.declared, source, revision)]
 
 
 def _convert_one(

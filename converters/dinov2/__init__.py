@@ -13,7 +13,6 @@ from converters.dinov2.original import original_recognizer
 from converters.dinov2.original_writer import write_original_file
 from converters.dinov2.recognizers import TRANSFORMERS
 from converters.dinov2.releases import FAMILY_NAME, RELEASES
-from converters.dinov2.sources import conversions_for_source
 from converters.family import Family, SingleFileFormat
 from converters.registry import register
 
@@ -25,10 +24,10 @@ FAMILY = register(
         description="DINOv2 vision backbones (ViT-S/B/L/g 14, with and without registers)",
         conversions=CONVERSIONS,
         single_file=SingleFileFormat(
-            original_recognizer(FAMILY_NAME), write_original_file, one_per_conversion=True
+            original_recognizer(FAMILY_NAME), write_original_file, per_conversion=True
         ),
         recognizers=TRANSFORMERS,
-        conversions_for_source=lambda source: conversions_for_source(CONVERSIONS, source),
+        alternatives=True,
     )
 )
 

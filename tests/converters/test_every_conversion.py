@@ -86,7 +86,7 @@ def test_the_original_single_file_gives_parity_and_the_same_bytes(
 ) -> None:
     family = registry.family_of(_conversion(name))
     # A family's original file holds the whole family, or one conversion's model (one file per size).
-    asked = name if family.single_file and family.single_file.one_per_conversion else family.name
+    asked = name if family.single_file and family.single_file.per_conversion else family.name
     run = tiny_converted(asked, "single-file")
     assert run.synthetic_source is not None and run.synthetic_source.is_file()
     result = _result(run, name)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from converters import registry
 from converters._convert.by_name import convert
+from converters._convert.pick import pick_conversion
 from converters._reports.file_report import inspect_file
 from converters.declaration import upstream_model
 from converters.dinov2.transformers_config import upstream_config
@@ -70,16 +71,14 @@ def test_naming_the_family_converts_the_release_the_source_holds(tmp_path: Path)
     assert [r.name for r in convert("dinov2", out=tmp_path / "b", source=str(original)).results] == [
         "dinov2.vits14_reg4"
     ]
-    held = registry.family("dinov2").conversions_for_source
-    assert held is not None and [c.name for c in held("facebook/dinov2-with-registers-giant")] == [
-        "dinov2.vitg14_reg4"
-    ]
+    declared = registry.family("dinov2").declared
+    assert pick_conversion(declared, "facebook/dinov2-with-registers-giant").name == "dinov2.vitg14_reg4"
 
 
 def test_a_size_no_release_has_is_converted_by_naming_a_conversion_of_its_kind(tmp_path: Path) -> None:
     source = _original_file(DINOv2Config.tiny(), tmp_path / "tiny.pth")
-    error = _refused("dinov2", source, tmp_path / "out", ConfigError, "no release has this size")
-    assert error.hint is not None and "dinov2.vits14" in error.hint
+    error = _refused("dinov2", source, tmp_path / "out", ConfigError, "fits several conversions")
+    assert error.hint is not None and "name one: zoo convert dinov2.vits14" in error.hint
     assert convert("dinov2.vitb14", out=tmp_path / "named", source=str(source)).results[0].params == 475_136
 
 

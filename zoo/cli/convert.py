@@ -8,9 +8,10 @@ from typing import Any
 import click
 
 from zoo.cli.common import DTYPES, emit_json, human_bytes, progress_bar, table, torch_dtype
+from zoo.cli.convert_hq_sam import convert_hq_sam
 from zoo.cli.convert_lora import convert_lora
 
-SUBCOMMANDS = {convert_lora.name: convert_lora}
+SUBCOMMANDS = {convert_lora.name: convert_lora, convert_hq_sam.name: convert_hq_sam}
 
 
 class _ConvertCommand(click.Command):
