@@ -31,7 +31,13 @@ def pick_conversion(
         by_repo = [conversion for conversion in conversions if conversion.hub_repo == source]
         if len(by_repo) == 1:
             return by_repo[0]
-    misfits = {conversion.name: _misfit(conversion, source, revision) for conversion in conversions}
+    results = {conversion.name: _misfit(conversion, source, revision) for conversion in conversions}
+    errors = [result for result in results.values() if isinstance(result, ZooError)]
+    if errors and len(errors) == len(results):
+        raise errors[0]  # the source itself is unreadable as any of them: its own error says why
+    misfits = {
+        name: result.message if isinstance(result, ZooError) else result for name, result in results.items()
+    }
     fitting = [conversion for conversion in conversions if misfits[conversion.name] is None]
     if len(fitting) == 1:
         return fitting[0]
@@ -50,8 +56,8 @@ def pick_conversion(
     )
 
 
-def _misfit(conversion: Conversion, source: str, revision: str | None) -> str | None:
-    """Why the source is not this conversion's, or None when it is."""
+def _misfit(conversion: Conversion, source: str, revision: str | None) -> str | ZooError | None:
+    """Why the source is not this conversion's (its config's misfit, or the error reading it), or None."""
     try:
         resolved = resolve_source(conversion, source, revision)
         if isinstance(resolved, FolderSource):
@@ -60,7 +66,7 @@ def _misfit(conversion: Conversion, source: str, revision: str | None) -> str | 
             configs = single_file_configs(conversion, resolved)
         config = conversion.derive_config(configs)
     except ZooError as error:
-        return error.message
+        return error
     return conversion.family_check(config)
 
 

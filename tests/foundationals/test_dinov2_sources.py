@@ -133,7 +133,7 @@ def test_inspect_tells_the_layouts(tmp_path: Path) -> None:
 
 def test_a_transformers_file_alone_is_sent_to_its_folder(tmp_path: Path) -> None:
     folder = _transformers_folder(SMALL, tmp_path / "small")
-    error = _refused("dinov2", folder / "model.safetensors", tmp_path / "out", FormatError, "original")
+    error = _refused("dinov2", folder / "model.safetensors", tmp_path / "out", ConfigError, "original")
     assert (
         error.file == str(folder / "model.safetensors") and error.hint is not None and "folder" in error.hint
     )

@@ -20,7 +20,8 @@ from segment_anything_reference import (  # pyright: ignore[reportMissingImports
     save_original,
 )
 
-from converters._convert.by_name import _fitting, convert  # pyright: ignore[reportPrivateUsage]
+from converters._convert.by_name import convert
+from converters._convert.pick import pick_conversion
 from converters._convert.sources import SingleFileSource
 from converters._single_file.replay import single_file_configs
 from converters.sam import CONVERSIONS, VIT_B
@@ -168,7 +169,11 @@ def test_a_source_no_alternative_fits_is_one_error_with_each_reason(original: tu
     with pytest.raises(
         ConfigError, match=r"fits none of the conversions: sam\.vit_b: not sam\.vit_b; sam\.vit_l"
     ):
-        _fitting(refusing, str(original[1]), None)
-    assert [c.name for c in _fitting(list(CONVERSIONS), str(original[1]), None)] == [
-        c.name for c in CONVERSIONS
+        pick_conversion(refusing, str(original[1]))
+    # A tiny model is of no released size: it fits every size, and the error asks to name one.
+    with pytest.raises(ConfigError, match=r"fits several conversions \(sam\.vit_b, sam\.vit_l, sam\.vit_h\)"):
+        pick_conversion(list(CONVERSIONS), str(original[1]))
+    accepting_one = [
+        c if c is VIT_B else dataclasses.replace(c, family_check=lambda _c: "no") for c in CONVERSIONS
     ]
+    assert pick_conversion(accepting_one, str(original[1])).name == "sam.vit_b"
