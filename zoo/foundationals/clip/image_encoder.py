@@ -139,8 +139,10 @@ class CLIPImageOutput(NamedTuple):
 class ClassToken(fl.Parameter):
     """The learned class token, one per image of the batch: (B, 1, hidden)."""
 
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.weight.reshape(1, 1, -1).expand(args[0].shape[0], 1, -1)
+    def forward(self, *args: object) -> torch.Tensor:
+        images = args[0]
+        assert isinstance(images, torch.Tensor)
+        return self.weight.reshape(1, 1, -1).expand(images.shape[0], 1, -1)
 
 
 class PatchEmbedding(fl.Chain):
