@@ -49,10 +49,14 @@ class SingleFileFormat:
         recognizer: Matches the family's single files (a key prefix only they have).
         write_synthetic: (diffusers pipeline folder, file to write) -> writes the original single file
             that holds those weights, for offline tests and `--synthetic --layout single-file`.
+        per_conversion: Each conversion reads a single file of its own (an adapter or an encoder
+            released as one file), written from that conversion's synthetic parts alone; False: one
+            single file holds every conversion of the family (an SD checkpoint).
     """
 
     recognizer: Recognizer
     write_synthetic: Callable[[Path, Path], Path]
+    per_conversion: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class Family:
         recognizers: How `zoo inspect` tells the family's checkpoints (first match wins), including
             kinds zoo recognises without converting them.
         lora_parts: Upstream parts (pipeline subfolders) LoRA files may target; empty: no LoRAs.
+        picks_by_source: The conversions are alternatives (sizes or variants of one kind of model):
+            given a source, `zoo convert FAMILY` converts the one conversion that source fits (read
+            from its configs or shapes), not every one.
     """
 
     name: str
@@ -80,6 +87,7 @@ class Family:
     single_file: SingleFileFormat | None = None
     recognizers: tuple[Recognizer, ...] = ()
     lora_parts: tuple[str, ...] = ()
+    picks_by_source: bool = False
 
     @property
     def declared(self) -> tuple[Conversion, ...]:

@@ -11,6 +11,7 @@ import torch
 
 from converters import registry
 from converters._convert.component import ComponentResult, convert_component
+from converters._convert.pick import pick_conversion
 from converters._convert.record import record_convert_run
 from converters._convert.sources import Source, resolve_hub_source, resolve_source
 from converters._convert.synthetic import write_synthetic_pipeline
@@ -58,6 +59,8 @@ def convert(
     conversions = registry.resolve(name)
     if source is not None and synthetic is not None:
         raise ConfigError("--source and --synthetic exclude each other: pick one")
+    if _alternatives(name):
+        conversions = _one_alternative(name, source, revision, synthetic)
     synthetic_source = None
     if synthetic is not None:
         synthetic_source = _write_synthetic(conversions, synthetic, synthetic_layout, out, report)
@@ -69,6 +72,26 @@ def convert(
     if not dry_run:
         record_convert_run(out, results, conversions, source=source, dtype=dtype)
     return ConvertRun(results, synthetic_source)
+
+
+def _alternatives(name: str) -> bool:
+    """Whether `name` is a family whose conversions are alternatives (the source picks one)."""
+    return "." not in name and registry.family(name).picks_by_source
+
+
+def _one_alternative(
+    name: str, source: str | None, revision: str | None, synthetic: Size | None
+) -> list[Conversion]:
+    """The conversion of an alternatives family that `source` fits (all of them, from the Hub)."""
+    family = registry.family(name)
+    if synthetic is not None:
+        names = ", ".join(c.name for c in family.declared)
+        raise ConfigError(
+            f"{family.name}'s conversions are alternatives: name one with --synthetic", hint=names
+        )
+    if source is None:
+        return list(family.conversions)
+    return [pick_conversion(family.declared, source, revision)]
 
 
 def _write_synthetic(
@@ -86,8 +109,20 @@ def _write_synthetic(
         return write_synthetic_pipeline(conversions, size, folder, family.pipeline_class, report=report)
     if family.single_file is None:
         raise ConfigError(f"{family.name} has no original single-file layout", hint="use --layout diffusers")
-    write_synthetic_pipeline(family.conversions, size, folder, family.pipeline_class, report=report)
+    if family.single_file.per_conversion:
+        folder = _own_folder(conversions, size, out)
+        write_synthetic_pipeline(conversions, size, folder, family.pipeline_class, report=report)
+    else:
+        write_synthetic_pipeline(family.conversions, size, folder, family.pipeline_class, report=report)
     return family.single_file.write_synthetic(folder, folder.with_suffix(".safetensors"))
+
+
+def _own_folder(conversions: list[Conversion], size: Size, out: Path) -> Path:
+    """Where the one conversion whose single file is its own writes its synthetic parts."""
+    if len(conversions) != 1:
+        names = ", ".join(c.name for c in conversions)
+        raise ConfigError("each of these conversions reads its own single file: name one", hint=names)
+    return out / "synthetic-source" / f"{conversions[0].name}-{size}"
 
 
 def _convert_one(
