@@ -429,7 +429,9 @@ def test_a_tensor_not_from_the_file_is_a_clear_error(pipelines: dict[str, TinyPi
 def _declared() -> Iterator[Conversion]:
     from converters import registry
 
-    yield from (c for c in registry.all_conversions().values() if c.single_file is not None)
+    # The SD families' layouts, whose pipelines this file builds; test_every_conversion covers every family.
+    conversions = registry.all_conversions().values()
+    yield from (c for c in conversions if c.single_file is not None and c.family in FAMILIES)
 
 
 @pytest.mark.parametrize("declared", [pytest.param(c, id=c.name) for c in _declared()])
