@@ -134,7 +134,7 @@ def test_a_source_of_no_declared_kind_is_refused_naming_each(tiny_converted: Any
 def test_the_wrong_size_named_explicitly_is_refused(tiny_converted: Any, tmp_path: Path) -> None:
     source = tiny_converted(VIT_BIG_G14.name).synthetic_source
     with pytest.raises(
-        ConfigError, match="not a clip_vision.vit_h14 checkpoint: 104-channel heads.*ViT-H/14 has 80"
+        ConfigError, match=r"not a clip_vision\.vit_h14 checkpoint: 104-channel heads.*ViT-H/14 has 80"
     ):
         convert(VIT_H14.name, out=tmp_path, source=str(source))
     assert not (tmp_path / VIT_H14.name).exists()
