@@ -96,6 +96,14 @@ VARIANTS = {
         "models/ip-adapter-full-face_sd15.safetensors",
     ),
 }
+KNOWN_BASES = tuple(
+    (
+        f"{title}{'' if size == 'full' else ' (its tiny test twin)'}",
+        dict(unet.synthetic_configs(size)["unet"]),
+    )
+    for title, unet in ((SD15, sd15.UNET), (SDXL, sdxl.UNET))
+    for size in ("full", "tiny")
+)
 DEFAULT = ("sd15", "sd15_plus", "sdxl", "sdxl_vit_h", "sdxl_plus_vit_h")
 
 
@@ -130,7 +138,9 @@ def ip_adapter_conversion(variant: IPAdapterVariant) -> Conversion:
         run_target=run_ip_adapter,
         overrides=lambda _config: Overrides(),
         synthetic_configs=synthetic,
-        single_file=original_layout((variant.unet("full"), variant.unet("tiny")), variant.base_title),
+        single_file=original_layout(
+            (variant.unet("full"), variant.unet("tiny")), variant.base_title, KNOWN_BASES
+        ),
         family_check=variant.misfit,
     )
 

@@ -155,7 +155,8 @@ def describe_attentions(attentions: Attentions) -> str:
     channels = [c for c, _ in attentions.values()]
     widths = sorted({w for _, w in attentions.values()})
     width = widths[0] if len(widths) == 1 else widths
-    return f"{len(attentions)} cross-attentions ({min(channels)}-{max(channels)} channels) reading {width}-wide embeddings"
+    span = f"{min(channels)}" if min(channels) == max(channels) else f"{min(channels)}-{max(channels)}"
+    return f"{len(attentions)} cross-attentions ({span} channels) reading {width}-wide embeddings"
 
 
 # -- the layout ------------------------------------------------------------------------------------
@@ -173,12 +174,16 @@ def _matching_unet(attentions: Attentions, unets: Sequence[Mapping[str, Any]]) -
     return None
 
 
+KnownBases = Sequence[tuple[str, Mapping[str, Any]]]  # (title, diffusers UNet config), to name a file's base
+
+
 def configs_from_shapes(
-    unets: Sequence[Mapping[str, Any]], base: str
+    unets: Sequence[Mapping[str, Any]], base: str, known: KnownBases = ()
 ) -> Callable[[Mapping[str, Shape]], dict[str, dict[str, Any]]]:
     """The upstream config of an original file, for the first of `unets` its attentions fit.
 
-    `base` names those UNets in messages ("SD 1.5"); a file for another UNet is refused naming both.
+    `base` names those UNets in messages ("SD 1.5"); a file for another UNet is refused naming both
+    (the file's base by the first of `known` it fits).
     """
 
     def configs(shapes: Mapping[str, Shape]) -> dict[str, dict[str, Any]]:
@@ -187,12 +192,7 @@ def configs_from_shapes(
         unet = _matching_unet(attentions, unets)
         if unet is None:
             _check_not_truncated(attentions, unets)
-            expected = describe_attentions(dict(_expected(json.dumps(dict(unets[0]), sort_keys=True))))
-            raise ConfigError(
-                f"this IP-Adapter is for a UNet with {describe_attentions(attentions)}; {base}'s UNet has {expected}",
-                tensor=f"{IP_ADAPTER}1.to_k_ip.weight",
-                hint="convert it for the base it was made for",
-            )
+            raise _wrong_base(attentions, unets[0], base, known)
         return {
             SUBFOLDER: {
                 "unet": dict(unet),
@@ -202,6 +202,17 @@ def configs_from_shapes(
         }
 
     return configs
+
+
+def _wrong_base(attentions: Attentions, unet: Mapping[str, Any], base: str, known: KnownBases) -> ConfigError:
+    expected = describe_attentions(dict(_expected(json.dumps(dict(unet), sort_keys=True))))
+    fits = next((title for title, other in known if _matching_unet(attentions, [other]) is not None), None)
+    what = f"an IP-Adapter for {fits}" if fits else "an IP-Adapter for no base zoo declares"
+    return ConfigError(
+        f"this is {what}, whose UNet has {describe_attentions(attentions)}; {base}'s UNet has {expected}",
+        tensor=f"{IP_ADAPTER}1.to_k_ip.weight",
+        hint="convert it for the base it was made for",
+    )
 
 
 def _check_not_truncated(attentions: Attentions, unets: Sequence[Mapping[str, Any]]) -> None:
@@ -217,11 +228,12 @@ def _check_not_truncated(attentions: Attentions, unets: Sequence[Mapping[str, An
             )
 
 
-def original_layout(unets: Sequence[Mapping[str, Any]], base: str) -> SingleFileLayout:
+def original_layout(
+    unets: Sequence[Mapping[str, Any]], base: str, known: KnownBases = ()
+) -> SingleFileLayout:
     """Where an IP-Adapter for one of `unets` sits in an original file (all of it: both prefixes)."""
-    return SingleFileLayout(
-        prefixes=PREFIXES, to_upstream=to_upstream, upstream_configs=configs_from_shapes(unets, base)
-    )
+    configs = configs_from_shapes(unets, base, known)
+    return SingleFileLayout(prefixes=PREFIXES, to_upstream=to_upstream, upstream_configs=configs)
 
 
 # -- original -> diffusers: diffusers' loader, recorded --------------------------------------------

@@ -223,7 +223,8 @@ class _Injection:
 
 
 def _described(channels: tuple[int, ...], width: int) -> str:
-    return f"{len(channels)} cross-attentions of {min(channels)}-{max(channels)} channels reading {width}-wide embeddings"
+    span = f"{min(channels)}" if min(channels) == max(channels) else f"{min(channels)}-{max(channels)}"
+    return f"{len(channels)} cross-attentions of {span} channels reading {width}-wide embeddings"
 
 
 # -- the model ---------------------------------------------------------------------------------------
@@ -337,14 +338,7 @@ class IPAdapter(fl.Chain):
 
     def check_image_encoder(self, encoder: CLIPImageEncoderConfig) -> None:
         """Raise `ConfigError` unless `encoder` gives the image feature this IP-Adapter reads."""
-        width = encoder.hidden_size if self.config.reads_hidden_states else encoder.projection_dim
-        if width != self.config.image_embedding_dim:
-            raise ConfigError(
-                f"this IP-Adapter reads {self._feature()} {self.config.image_embedding_dim} wide; the image "
-                f"encoder ({_encoder_name(encoder)}) gives them {width} wide",
-                hint="*_vit-h IP-Adapters need ViT-H/14 (h94/IP-Adapter models/image_encoder); ip-adapter_sdxl "
-                "and *_vit-G need ViT-bigG/14 (sdxl_models/image_encoder)",
-            )
+        check_image_encoder(self.config, encoder)
 
     def image_embedding(self, encoder: CLIPImageEncoder, pixels: torch.Tensor) -> torch.Tensor:
         """The feature of preprocessed `pixels` this IP-Adapter reads (checked against the encoder)."""
@@ -397,6 +391,22 @@ class IPAdapter(fl.Chain):
         return ImageCrossAttention(core, branch).inject(attention)
 
 
+def _feature(config: IPAdapterConfig) -> str:
+    return "penultimate hidden states" if config.reads_hidden_states else "projected image embeddings"
+
+
+def check_image_encoder(config: IPAdapterConfig, encoder: CLIPImageEncoderConfig) -> None:
+    """Raise `ConfigError`, naming both, unless `encoder` gives the image feature `config` reads."""
+    width = encoder.hidden_size if config.reads_hidden_states else encoder.projection_dim
+    if width != config.image_embedding_dim:
+        raise ConfigError(
+            f"this IP-Adapter reads {_feature(config)} {config.image_embedding_dim} wide; the image "
+            f"encoder ({_encoder_name(encoder)}) gives them {width} wide",
+            hint="*_vit-h IP-Adapters need ViT-H/14 (h94/IP-Adapter models/image_encoder); ip-adapter_sdxl "
+            "and *_vit-G need ViT-bigG/14 (sdxl_models/image_encoder)",
+        )
+
+
 def _key_width(attention: CrossAttention) -> int:
     """Width of the text embedding a cross-attention reads (its key projection's input; LoRAs unwrapped)."""
     layer: Any = attention.ensure_find(fl.Distribute)[1]
@@ -432,6 +442,7 @@ __all__ = [
     "KeyValueProjection",
     "KeyValueProjections",
     "ProjectionKind",
+    "check_image_encoder",
     "cross_attention_channels",
     "image_projection",
 ]
