@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-
 import pytest
 import torch
 
@@ -206,13 +204,12 @@ def test_an_image_encoder_of_another_width_is_refused_naming_both(
 
 
 @pytest.mark.parametrize(
-    ("config", "feature"), [(IPAdapterConfig.tiny(), "image_embedding"), (TINY_PLUS, "penultimate")]
+    ("config", "field"),
+    [(IPAdapterConfig.tiny(), "image_embedding"), (TINY_PLUS, "penultimate_hidden_state")],
+    ids=["base", "plus"],
 )
-def test_the_adapter_picks_the_feature_it_reads(config: IPAdapterConfig, feature: str) -> None:
+def test_the_adapter_picks_the_feature_it_reads(config: IPAdapterConfig, field: str) -> None:
     encoder_config = dataclasses.replace(CLIPImageEncoderConfig.tiny(), hidden_size=40, projection_dim=24)
     encoder, adapter = CLIPImageEncoder(encoder_config).eval(), IPAdapter(config)
     pixels = torch.randn(2, 3, 28, 28)
-    output: Callable[[], torch.Tensor] = lambda: getattr(
-        encoder.encode(pixels), f"{feature}{'_hidden_state' if feature == 'penultimate' else ''}"
-    )  # noqa: E731
-    assert torch.equal(adapter.image_embedding(encoder, pixels), output())
+    assert torch.equal(adapter.image_embedding(encoder, pixels), getattr(encoder.encode(pixels), field))
