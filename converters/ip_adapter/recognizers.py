@@ -19,6 +19,7 @@ from zoo.errors import ConfigError
 
 _KEY_PROJECTION_SUFFIX = ".processor.to_k_ip.0.weight"
 _FACEID_KEYS = ("perceiver_resampler.", "norm.weight")
+_BASE_OR_FULL_FACE = ("proj.weight", "proj.3.weight")
 
 
 def is_original(shapes: Shapes) -> bool:
@@ -27,11 +28,17 @@ def is_original(shapes: Shapes) -> bool:
 
 
 def is_faceid(shapes: Shapes) -> bool:
-    """An original FaceID file: an ID-embedding projection, or LoRA weights beside the projections."""
-    projection = any(k.startswith(tuple(IMAGE_PROJ + p for p in _FACEID_KEYS)) for k in shapes)
-    return is_original(shapes) and (
-        projection or any("_lora." in k for k in shapes if k.startswith(IP_ADAPTER))
-    )
+    """An original FaceID file: an ID-embedding projection, or LoRA weights beside the projections.
+
+    The dispatch is diffusers' loader's: a base projection's `proj.weight` and a full-face one's
+    `proj.3.weight` come first; then a `perceiver_resampler` or a bare `norm` is a FaceID projection.
+    """
+    if not is_original(shapes):
+        return False
+    if any("_lora." in key for key in shapes if key.startswith(IP_ADAPTER)):
+        return True
+    known = any(f"{IMAGE_PROJ}{key}" in shapes for key in _BASE_OR_FULL_FACE)
+    return not known and any(key.startswith(tuple(IMAGE_PROJ + p for p in _FACEID_KEYS)) for key in shapes)
 
 
 def _is_variant(variant: IPAdapterVariant) -> Callable[[Shapes], bool]:
