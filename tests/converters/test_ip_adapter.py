@@ -34,7 +34,6 @@ from converters.stable_diffusion.unet import UNetExampleInputs, unet_example_inp
 from zoo.cli import main
 from zoo.errors import ConfigError, CoverageError
 from zoo.foundationals.ip_adapter.ip_adapter import IPAdapter
-from zoo.lora import inject_lora
 
 LIMIT = 1e-5
 SCALES = (0.0, 0.5, 1.0)
