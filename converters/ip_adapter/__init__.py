@@ -115,6 +115,7 @@ def ip_adapter_part(pinned: PinnedFile | None = None) -> UpstreamPart:
         build_reference,
         weight_names=(WEIGHTS_NAME,),
         pinned=pinned,
+        hub_single_file=pinned is not None,
     )
 
 

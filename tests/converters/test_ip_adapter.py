@@ -326,3 +326,29 @@ def test_inspect_says_what_it_does_not_convert(tmp_path: Path) -> None:
     tiny = detect_checkpoint(_original_shapes("sd15", "tiny"))
     assert faceid is not None and "FaceID" in faceid.description and faceid.conversion is None
     assert tiny is not None and tiny.description == "an IP-Adapter (original layout) of no declared variant"
+
+
+def test_the_declared_hub_file_converts_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hf_cache import add_to_cache  # pyright: ignore[reportMissingImports]
+    from huggingface_hub import constants
+
+    from converters.ip_adapter import HUB_REPO
+    from zoo.manifest import read_manifest
+
+    home, revision = tmp_path / "hf-home", "c" * 40
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    declared = CONVERSIONS["sd15"]
+    pinned = declared.parts[0].pinned
+    assert pinned is not None
+    file = write_original_file(_adapter_folder(tmp_path, "sd15", seed=6), tmp_path / "adapter.safetensors")
+    add_to_cache(home / "hub", HUB_REPO, revision, {pinned.filename: file.read_bytes()})
+    convert(declared.name, out=tmp_path / "out", revision=revision)
+    entry = read_manifest(tmp_path / "out" / "manifest.json").entries[declared.name]
+    assert [(s["kind"], s["file"], s["revision"]) for s in entry["sources"]] == [
+        ("hub", pinned.filename, revision)
+    ]
