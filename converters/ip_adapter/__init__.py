@@ -39,9 +39,11 @@ UNPINNED = "not pinned yet: record revision and sha256 on a machine with Hub acc
 SD15, SDXL = "SD 1.5", "SDXL"
 SDXL_RESAMPLER_TINY = 128  # two 64-channel heads, like the full one's twenty
 
-VARIANTS = {
-    "sd15": IPAdapterVariant(
-        "sd15",
+# Components are named after the base family (its name, not a copy of it), then the kind and encoder.
+ON_SD15, ON_SDXL = sd15.FAMILY.name, sdxl.FAMILY.name
+_DEFAULT_VARIANTS = (
+    IPAdapterVariant(
+        ON_SD15,
         "IP-Adapter",
         sd15.UNET,
         SD15,
@@ -49,8 +51,8 @@ VARIANTS = {
         IPAdapterConfig.sd15(),
         "models/ip-adapter_sd15.safetensors",
     ),
-    "sd15_plus": IPAdapterVariant(
-        "sd15_plus",
+    IPAdapterVariant(
+        f"{ON_SD15}_plus",
         "IP-Adapter plus",
         sd15.UNET,
         SD15,
@@ -58,8 +60,8 @@ VARIANTS = {
         IPAdapterConfig.sd15_plus(),
         "models/ip-adapter-plus_sd15.safetensors",
     ),
-    "sdxl": IPAdapterVariant(
-        "sdxl",
+    IPAdapterVariant(
+        ON_SDXL,
         "IP-Adapter",
         sdxl.UNET,
         SDXL,
@@ -67,8 +69,8 @@ VARIANTS = {
         IPAdapterConfig.sdxl(),
         "sdxl_models/ip-adapter_sdxl.safetensors",
     ),
-    "sdxl_vit_h": IPAdapterVariant(
-        "sdxl_vit_h",
+    IPAdapterVariant(
+        f"{ON_SDXL}_vit_h",
         "IP-Adapter",
         sdxl.UNET,
         SDXL,
@@ -76,8 +78,8 @@ VARIANTS = {
         IPAdapterConfig.sdxl_vit_h(),
         "sdxl_models/ip-adapter_sdxl_vit-h.safetensors",
     ),
-    "sdxl_plus_vit_h": IPAdapterVariant(
-        "sdxl_plus_vit_h",
+    IPAdapterVariant(
+        f"{ON_SDXL}_plus_vit_h",
         "IP-Adapter plus",
         sdxl.UNET,
         SDXL,
@@ -86,8 +88,10 @@ VARIANTS = {
         "sdxl_models/ip-adapter-plus_sdxl_vit-h.safetensors",
         tiny_resampler_dim=SDXL_RESAMPLER_TINY,
     ),
-    "sd15_full_face": IPAdapterVariant(
-        "sd15_full_face",
+)
+_OTHER_VARIANTS = (
+    IPAdapterVariant(
+        f"{ON_SD15}_full_face",
         "IP-Adapter full-face",
         sd15.UNET,
         SD15,
@@ -95,7 +99,8 @@ VARIANTS = {
         IPAdapterConfig.sd15_full_face(),
         "models/ip-adapter-full-face_sd15.safetensors",
     ),
-}
+)
+VARIANTS = {variant.component: variant for variant in (*_DEFAULT_VARIANTS, *_OTHER_VARIANTS)}
 KNOWN_BASES = tuple(
     (
         f"{title}{'' if size == 'full' else ' (its tiny test twin)'}",
@@ -104,7 +109,7 @@ KNOWN_BASES = tuple(
     for title, unet in ((SD15, sd15.UNET), (SDXL, sdxl.UNET))
     for size in ("full", "tiny")
 )
-DEFAULT = ("sd15", "sd15_plus", "sdxl", "sdxl_vit_h", "sdxl_plus_vit_h")
+DEFAULT = tuple(variant.component for variant in _DEFAULT_VARIANTS)
 
 
 def ip_adapter_part(pinned: PinnedFile | None = None) -> UpstreamPart:
