@@ -1,16 +1,18 @@
 """`zoo convert ip-adapter FILE --base BASE`: an original IP-Adapter file, checked against a base, converted.
 
 BASE says which UNet the adapter must fit: a family (its full-size UNet), a `zoo convert` output (a UNet
-folder, or an output folder holding one), or an upstream folder (a diffusers pipeline, or its `unet`
-folder). The variant (base / plus / full-face, token count, image feature width) is read from the file's
-shapes; the file must fit BASE's cross-attentions, or nothing is written and the error names both. The
-output is the declared conversion's: `OUT/ip_adapter.<variant>/` (`model.safetensors`, `config.json`),
-recorded in `OUT/manifest.json` with the sha256 of the file read and of the files written.
+folder, or an output folder holding one), or an upstream source (a diffusers pipeline folder, its `unet`
+folder, or a Hub pipeline repo, whose `unet/config.json` is read). The variant (base / plus / full-face,
+token count, image feature width) is read from the file's shapes; the file must fit BASE's
+cross-attentions, or nothing is written and the error names both. The output is the declared
+conversion's: `OUT/ip_adapter.<variant>/` (`model.safetensors`, `config.json`), recorded in
+`OUT/manifest.json` with the sha256 of the file read and of the files written.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,13 @@ from zoo.formats import CONFIG_NAME
 from zoo.foundationals.clip.image_encoder import CLIPImageEncoderConfig
 from zoo.foundationals.ip_adapter.ip_adapter import check_image_encoder
 from zoo.foundationals.latent_diffusion.unet import UNet, UNetConfig
+from zoo.hub import download_file
 
 UNET_CLASS = "UNet2DConditionModel"
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 BASE_HINT = (
     "pass a family (its full-size UNet), a `zoo convert` output folder with a UNet, "
-    "a diffusers pipeline folder or its unet folder"
+    "a diffusers pipeline folder or its unet folder, or a Hub pipeline repo"
 )
 
 
@@ -143,9 +147,19 @@ def resolve_unet_base(base: str | Path) -> UNetBase:
         found = _folder_unet(config.parent)
         if found is not None:
             return UNetBase(found, str(config.parent))
+    if not path.exists() and REPO_ID.match(str(base)):
+        return UNetBase(_hub_unet(str(base)), str(base))
     raise ConfigError(
         f"cannot find a UNet in {str(base)!r}", file=path if path.exists() else None, hint=BASE_HINT
     )
+
+
+def _hub_unet(repo: str) -> dict[str, Any]:
+    """A Hub pipeline's UNet config (`unet/config.json`, from the cache or the Hub)."""
+    found = _folder_unet(download_file(repo, f"unet/{CONFIG_NAME}", None).parent)
+    if found is None:
+        raise ConfigError(f"{repo}'s unet/config.json is not a UNet2DConditionModel's", hint=BASE_HINT)
+    return found
 
 
 def _family_unet(name: str) -> dict[str, Any]:
