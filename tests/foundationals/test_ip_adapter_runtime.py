@@ -94,7 +94,11 @@ def test_presets_have_the_releases_parameter_counts(name: str) -> None:
     assert sum(p.numel() for p in adapter.parameters()) == expected
 
 
-@pytest.mark.parametrize("config", [UNetConfig.sd15(), UNetConfig.sdxl(), UNetConfig.tiny_sdxl()], ids=str)
+@pytest.mark.parametrize(
+    "config",
+    [UNetConfig.sd15(), UNetConfig.sdxl(), UNetConfig.tiny_sdxl()],
+    ids=["sd15", "sdxl", "tiny_sdxl"],
+)
 def test_attention_channels_follow_the_unets_execution_order(config: UNetConfig) -> None:
     with torch.device("meta"):
         model = UNet(config)
