@@ -249,7 +249,7 @@ def to_upstream(tensors: Mapping[str, Any], configs: UpstreamConfigs) -> dict[st
             key.removeprefix(IP_ADAPTER): t for key, t in tensors.items() if key.startswith(IP_ADAPTER)
         },
     }
-    with torch.device("meta"):
+    with torch.device("meta"), _quiet_diffusers():
         unet = diffusers_unet(configs[SUBFOLDER]["unet"])
         with _loads_recorded() as given:
             try:
@@ -262,6 +262,19 @@ def to_upstream(tensors: Mapping[str, Any], configs: UpstreamConfigs) -> dict[st
         for local, _ in module.named_parameters(recurse=False)
         if (module, local) in given
     }
+
+
+@contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    """Silence diffusers' warnings while its loader runs on meta (its dtype advice means nothing there)."""
+    from diffusers.utils import logging
+
+    previous = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(previous)
 
 
 @contextmanager
