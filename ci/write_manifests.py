@@ -109,8 +109,11 @@ def _part_sources(conversion: Conversion, part: UpstreamPart) -> list[dict[str, 
     }
     config = {**weights, "role": "config", "file": f"{prefix}{CONFIG_NAME}", "sha256": None, "size": None}
     reasons = {"sha256": NOT_PINNED, "size": NOT_PINNED}
+    records = [{**weights, "unknown": {key: why for key, value in weights.items() if value is None}}]
+    if part.hub_single_file:  # one original file, no config.json beside it
+        return records
     return [
-        {**weights, "unknown": {key: why for key, value in weights.items() if value is None}},
+        *records,
         {**config, "unknown": {key: reasons.get(key, why) for key, value in config.items() if value is None}},
     ]
 

@@ -72,6 +72,9 @@ class UpstreamPart:
             so tests run on files shaped like the ones users have).
         repo_folder: The folder holding it in its Hub repo when that is not `subfolder` ("" for a
             component repo with its files at the top, like madebyollin/sdxl-vae-fp16-fix).
+        hub_single_file: On the Hub, the part is `pinned` alone: an original single file with no
+            config.json beside it (an adapter released as one file), read through the conversion's
+            single-file layout.
     """
 
     subfolder: str
@@ -82,6 +85,7 @@ class UpstreamPart:
     pinned: PinnedFile | None = None
     hub_key: Callable[[str], str] | None = None
     repo_folder: str | None = None
+    hub_single_file: bool = False
 
 
 AssetRole = Literal["tokenizer", "scheduler", "processor"]

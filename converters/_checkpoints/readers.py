@@ -350,6 +350,7 @@ def _state_dict(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
         loaded = loaded[wrapper]
     if not isinstance(loaded, Mapping):
         raise FormatError(f"this checkpoint holds a {type(loaded).__name__}, not a state dict", file=path)
+    loaded = _flattened(loaded, path)
     others = [
         f"{key!r} ({type(value).__name__})"
         for key, value in loaded.items()
@@ -366,6 +367,34 @@ def _state_dict(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
         )
     # Parameters become plain tensors so every reader returns the same type.
     return {key: value.detach() for key, value in loaded.items()}
+
+
+def _flattened(loaded: Mapping[Any, Any], path: Path) -> dict[Any, Any]:
+    """Nested state dicts become dotted names, as the same weights' safetensors files name them.
+
+    Some releases pickle a dict of state dicts (IP-Adapter's `{"image_proj": {...}, "ip_adapter": {...}}`);
+    only mappings holding nothing but tensors (at any depth) are flattened, anything else stays to be refused.
+    """
+    flat: dict[Any, Any] = {}
+    for key, value in loaded.items():
+        inner = _flattened(value, path).items() if _is_tensor_tree(value) else [("", value)]
+        for name, leaf in inner:
+            full = f"{key}.{name}" if name else key
+            if full in flat:
+                raise FormatError(
+                    "two entries of the nested state dict have the same name", file=path, tensor=full
+                )
+            flat[full] = leaf
+    return flat
+
+
+def _is_tensor_tree(value: object) -> bool:
+    if not isinstance(value, Mapping) or not value:
+        return False
+    return all(
+        isinstance(key, str) and (isinstance(leaf, torch.Tensor) or _is_tensor_tree(leaf))
+        for key, leaf in value.items()  # pyright: ignore[reportUnknownVariableType]
+    )
 
 
 def _is_tensor_entry(key: object, value: object) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from converters.declaration import Conversion, UpstreamPart
 from zoo.errors import ConfigError, FormatError
-from zoo.hub import download_optional_files, download_pipeline_parts
+from zoo.hub import download_file, download_optional_files, download_pipeline_parts
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -65,8 +65,11 @@ def resolve_source(conversion: Conversion, source: str | Path, revision: str | N
     )
 
 
-def resolve_hub_source(conversion: Conversion, repo: str, revision: str | None = None) -> FolderSource:
+def resolve_hub_source(conversion: Conversion, repo: str, revision: str | None = None) -> Source:
     """Each part from the Hub (or the local cache) at `revision`, else at its own pinned revision."""
+    single = [part for part in conversion.parts if part.hub_single_file]
+    if single:
+        return _hub_single_file(conversion, single[0], repo, revision)
     folders: dict[str, Path] = {}
     resolved: list[str] = []
     for part in conversion.parts:
@@ -91,6 +94,22 @@ def _hub_assets(conversion: Conversion, repo: str, revision: str | None) -> dict
         if paths:
             found[asset.subfolder] = paths
     return found
+
+
+def _hub_single_file(
+    conversion: Conversion, part: UpstreamPart, repo: str, revision: str | None
+) -> SingleFileSource:
+    """An original single file from the Hub, verified against its pin when read at the pinned revision."""
+    pin = part.pinned
+    if pin is None or conversion.single_file is None:
+        raise ConfigError(f"{conversion.name} declares a Hub single file but no pin or single-file layout")
+    pinned = pin.revision if pin.repo == repo else None
+    used = revision or pinned
+    at_pin = used is not None and used == pin.revision
+    path = download_file(
+        repo, pin.filename, used, sha256=pin.sha256 if at_pin else None, size=pin.size if at_pin else None
+    )
+    return SingleFileSource(path)
 
 
 def _folder_source(

@@ -260,6 +260,21 @@ def test_uses_the_nested_state_dict_of_lightning_checkpoints(tmp_path: Path) -> 
         assert torch.equal(reader.get("b.weight"), source["b.weight"])
 
 
+def test_flattens_a_dict_of_state_dicts_into_dotted_names(tmp_path: Path) -> None:
+    path = tmp_path / "adapter.bin"
+    image_proj, ip_adapter = {"proj.weight": torch.ones(4, 2)}, {"1.to_k_ip.weight": torch.zeros(3, 2)}
+    torch.save({"image_proj": image_proj, "ip_adapter": ip_adapter}, path)
+    with open_checkpoint(path) as reader:
+        assert reader.keys() == ["image_proj.proj.weight", "ip_adapter.1.to_k_ip.weight"]
+        assert torch.equal(reader.get("ip_adapter.1.to_k_ip.weight"), ip_adapter["1.to_k_ip.weight"])
+
+
+def test_refuses_nested_names_that_collide_once_flattened(tmp_path: Path) -> None:
+    path = tmp_path / "adapter.bin"
+    torch.save({"a": {"b": torch.ones(1)}, "a.b": torch.ones(1)}, path)
+    assert_format_error(path, "two entries of the nested state dict have the same name")
+
+
 def test_refuses_non_tensor_values_in_the_state_dict(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     torch.save({"state_dict": {**tensors(), "step": 3, "config": {"lr": 1e-4}}}, path)

@@ -9,9 +9,14 @@ import click
 
 from zoo.cli.common import DTYPES, emit_json, human_bytes, progress_bar, table, torch_dtype
 from zoo.cli.convert_hq_sam import convert_hq_sam
+from zoo.cli.convert_ip_adapter import convert_ip_adapter
 from zoo.cli.convert_lora import convert_lora
 
-SUBCOMMANDS = {convert_lora.name: convert_lora, convert_hq_sam.name: convert_hq_sam}
+SUBCOMMANDS = {
+    convert_lora.name: convert_lora,
+    convert_hq_sam.name: convert_hq_sam,
+    convert_ip_adapter.name: convert_ip_adapter,
+}
 
 
 class _ConvertCommand(click.Command):
@@ -88,6 +93,8 @@ def convert(
       zoo convert sdxl.unet --source ./stable-diffusion-xl-base-1.0 --dtype float16
       zoo convert sd15 --source v1-5-pruned-emaonly.safetensors
       zoo convert lora style.safetensors --base sdxl     # a LoRA (see `zoo convert lora --help`)
+      zoo convert ip-adapter ip-adapter_sd15.bin --base sd15   # see `zoo convert ip-adapter --help`
+      zoo convert clip_vision --source ./image_encoder   # a family of alternatives: the source picks one
     """
     from converters._convert.by_name import convert as run_convert
 
