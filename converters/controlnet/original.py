@@ -48,7 +48,7 @@ SD15 = UNetFamily(
 _UNET_FIELDS_DROPPED = ("out_channels", "up_block_types", "sample_size", "time_embedding_dim", "_class_name")
 
 
-def _hint_channels(s: ShapeReader) -> tuple[int, list[int]]:
+def hint_channels(s: ShapeReader) -> tuple[int, list[int]]:
     """(condition channels, the encoder's step channels): conv 0, then a strided conv every fourth index."""
     convs = _even_convs(s)
     if convs < 3 or convs % 2:
@@ -64,7 +64,7 @@ def _even_convs(s: ShapeReader) -> int:
         {
             int(m[1])
             for key in s.shapes
-            if (m := re.match(rf"{re.escape(PREFIX)}{HINT_BLOCK}\.(\d+)\.weight", key))
+            if (m := re.match(rf"{re.escape(s.prefix)}{HINT_BLOCK}\.(\d+)\.weight", key))
         }
     )
     if indices != list(range(0, 2 * len(indices), 2)):
@@ -80,7 +80,7 @@ def controlnet_config(shapes: Mapping[str, Shape]) -> dict[str, Any]:
     # The UNet reader wants the output convolution, which a ControlNet lacks: it names no weight here.
     as_unet[UNET_PREFIX + "out.2.weight"] = (first[1], first[0], 3, 3)
     unet = unet_config(as_unet, SD15)
-    channels, steps = _hint_channels(s)
+    channels, steps = hint_channels(s)
     kept = {key: value for key, value in unet.items() if key not in _UNET_FIELDS_DROPPED}
     return kept | {"conditioning_channels": channels, "conditioning_embedding_out_channels": steps}
 
@@ -177,4 +177,12 @@ SINGLE_FILE = SingleFileFormat(
 )
 
 
-__all__ = ["LAYOUT", "ORIGINAL_FILE", "PREFIX", "SINGLE_FILE", "controlnet_config", "controlnet_tensors"]
+__all__ = [
+    "LAYOUT",
+    "ORIGINAL_FILE",
+    "PREFIX",
+    "SINGLE_FILE",
+    "controlnet_config",
+    "controlnet_tensors",
+    "hint_channels",
+]
