@@ -17,6 +17,7 @@ from converters.control_lora import convert_control_lora
 from converters.controlnet.original import SUBFOLDER, controlnet_tensors
 from converters.controlnet.upstream import controlnet_example_inputs
 from zoo.errors import ConfigError, FormatError
+from zoo.foundationals.controlnet import ControlNet
 
 LIMIT = 1e-5
 RANK = 2
@@ -54,7 +55,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     root = tmp_path_factory.mktemp("control-lora")
     torch.manual_seed(0)
-    unet = randomize(UNet2DConditionModel(**TINY_UNETS["sdxl"]), 0)
+    unet = UNet2DConditionModel(**TINY_UNETS["sdxl"])
+    randomize(unet, 0)
     converted(unet, "sdxl.unet", "unet", root / "base")
     reference = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16)).eval()
     with torch.no_grad():
@@ -75,6 +77,7 @@ def test_the_merged_controlnet_gives_diffusers_residuals(setup: dict[str, Any], 
         setup["root"] / "control-lora-canny-rank2.safetensors", _base(setup), tmp_path
     )
     ours = zoo.load(str(result.folder))
+    assert isinstance(ours, ControlNet)
     inputs = controlnet_example_inputs(ours.config)
     with torch.no_grad():
         expected, got = inputs.run_upstream(setup["reference"]), inputs.run_target(ours)
