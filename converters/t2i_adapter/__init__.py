@@ -114,7 +114,7 @@ SDXL = _conversion(
     "TencentARC/t2i-adapter-depth-midas-sdxl-1.0",
     "SDXL",
     T2IAdapterConfig.sdxl(),
-    T2IAdapterConfig(channels=(32, 64, 64, 64), num_res_blocks=2, downscale_factor=16, kind="full_xl"),
+    T2IAdapterConfig(channels=(64, 128, 128, 128), num_res_blocks=2, downscale_factor=16, kind="full_xl"),
 )
 CONVERSIONS = (SD15_FULL, SD15_LIGHT, SDXL)
 

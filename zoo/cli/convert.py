@@ -8,9 +8,10 @@ from typing import Any
 import click
 
 from zoo.cli.common import DTYPES, emit_json, human_bytes, progress_bar, table, torch_dtype
+from zoo.cli.convert_control_lora import convert_control_lora
 from zoo.cli.convert_lora import convert_lora
 
-SUBCOMMANDS = {convert_lora.name: convert_lora}
+SUBCOMMANDS = {command.name: command for command in (convert_lora, convert_control_lora)}
 
 
 class _ConvertCommand(click.Command):
@@ -87,6 +88,8 @@ def convert(
       zoo convert sdxl.unet --source ./stable-diffusion-xl-base-1.0 --dtype float16
       zoo convert sd15 --source v1-5-pruned-emaonly.safetensors
       zoo convert lora style.safetensors --base sdxl     # a LoRA (see `zoo convert lora --help`)
+      zoo convert controlnet --source ./control_v11p_sd15_canny   # or t2i-adapter, by what the source is
+      zoo convert control-lora control-lora-canny-rank128.safetensors --base out/sdxl.unet
     """
     from converters._convert.by_name import convert as run_convert
 

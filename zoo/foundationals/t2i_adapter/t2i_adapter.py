@@ -108,6 +108,12 @@ class T2IAdapterConfig:
         return self.in_channels * self.downscale_factor**2
 
     @property
+    def pixels_per_latent(self) -> int:
+        """How much larger the condition image is than the UNet's latents, per side (the first feature
+        is at the latents' size; SDXL's at half of it, its first level's output)."""
+        return self.downscale_factor // 2 if self.kind == "full_xl" else self.downscale_factor
+
+    @property
     def blocks(self) -> tuple[BlockSpec, ...]:
         """The blocks, in order; each gives one feature."""
         c = self.channels
