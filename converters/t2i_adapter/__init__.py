@@ -131,7 +131,7 @@ FAMILY = register(
         name="t2i_adapter",
         description="T2I-Adapters for SD 1.x (full, light) and SDXL (diffusers folders, TencentARC's original files)",
         conversions=CONVERSIONS,
-        single_file=single_file_format(SD15_FULL.name),
+        single_file=single_file_format("t2i_adapter"),  # the family: full or light, told by the keys
         recognizers=(
             Recognizer(
                 "a light T2I-Adapter (diffusers layout)", _adapter_type_is(".out_conv."), SD15_LIGHT.name

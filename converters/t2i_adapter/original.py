@@ -147,6 +147,7 @@ def _get(get: Callable[[str], torch.Tensor], key: str) -> Callable[[], torch.Ten
 
 
 def recognizer(conversion: str) -> Recognizer:
+    """Original full and light files; `conversion` names what converts them (the family picks which)."""
     return Recognizer(
         "an original SD 1.x T2I-Adapter (TencentARC's layout, full or light)",
         lambda shapes: is_full(shapes) or is_light(shapes),
