@@ -35,6 +35,8 @@ SD15_REPO = "lllyasviel/control_v11p_sd15_canny"
 SDXL_REPO = "diffusers/controlnet-canny-sdxl-1.0"
 NOT_PINNED = "not pinned yet: record revision and sha256 on a machine with Hub access"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
+_ZERO_INITIALISED = ("controlnet_mid_block", "controlnet_cond_embedding.conv_out")
+_OUTPUT_STD = 0.02
 
 
 def _reference(config: dict[str, Any]) -> nn.Module:
@@ -42,7 +44,23 @@ def _reference(config: dict[str, Any]) -> nn.Module:
 
     model = ControlNetModel.from_config(config)
     assert isinstance(model, nn.Module)
+    _unzero(model)
     return model
+
+
+def _unzero(model: nn.Module) -> None:
+    """Random output convolutions instead of diffusers' zeros (a trained ControlNet starts from no effect).
+
+    Synthetic sources are saved from this model: with zero outputs every residual would be zero and
+    parity would compare zeros. Seeded by the caller; a no-op in cost on meta.
+    """
+    modules = dict(model.named_modules())
+    names = [
+        name for name in modules if name in _ZERO_INITIALISED or name.startswith("controlnet_down_blocks.")
+    ]
+    for name in names:
+        for parameter in modules[name].parameters():
+            nn.init.normal_(parameter, std=_OUTPUT_STD)
 
 
 def _differs(config: ControlNetConfig, full: ControlNetConfig) -> str | None:

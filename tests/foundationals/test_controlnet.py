@@ -14,6 +14,7 @@ from foundationals.control_pairs import (  # pyright: ignore[reportMissingImport
     unet_pair,
 )
 
+from converters.controlnet.upstream import ControlNetInputs
 from converters.stable_diffusion.unet import UNetExampleInputs, unet_example_inputs
 from zoo.errors import ConfigError
 from zoo.foundationals.controlnet import ControlNet, ControlNetConfig
@@ -93,6 +94,16 @@ def _inject_both(models: dict[str, Any], conditions: list[torch.Tensor]) -> list
 def _ours(unet: UNet, inputs: UNetExampleInputs) -> torch.Tensor:
     with torch.no_grad():
         return inputs.run_target(unet)
+
+
+def test_the_residuals_equal_diffusers(models: dict[str, Any]) -> None:
+    pair = models["controlnets"][0]
+    inputs = ControlNetInputs(_inputs(models["unet"].ours), _conditions(1)[0].expand(2, -1, -1, -1))
+    with torch.no_grad():
+        expected, ours = inputs.run_upstream(pair.reference), inputs.run_target(pair.ours)
+    errors = [relative_error(o, r) for o, r in zip(ours, expected, strict=True)]
+    print(f"ControlNet residuals: max relative error {max(errors):.2e}")
+    assert max(errors) <= LIMIT and min(float(r.abs().max()) for r in expected) > 0
 
 
 def test_two_controlnets_give_diffusers_unet_output(models: dict[str, Any]) -> None:
