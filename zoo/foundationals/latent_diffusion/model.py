@@ -173,7 +173,6 @@ class StableDiffusion:
         on_step: StepCallback | None = None,
     ) -> torch.Tensor:
         """Run every step of the solver from `latents`."""
-        guided = settings.guidance > 1
         steps = len(solver.timesteps)
         try:
             for index, timestep in enumerate(solver.timesteps):
