@@ -35,13 +35,13 @@ from foundationals.latent_diffusion.test_text_to_image import (  # pyright: igno
 )
 
 from converters.controlnet.upstream import tiny_controlnet_config
-from converters.lora import load_lora
+from converters.lora import map_lora, model_base, read_lora
 from converters.sdxl.tiny import TINY as SDXL_TINY
 from converters.stable_diffusion.unet import unet_example_inputs
 from zoo.foundationals.controlnet.adapter import ControlNetAdapter
 from zoo.foundationals.latent_diffusion.model import GenerationSettings
 from zoo.foundationals.t2i_adapter.injection import T2IAdapterInjection
-from zoo.lora import eject_loras
+from zoo.lora import eject_loras, inject_lora
 
 UNET_LIMIT = 1e-5
 LATENT_LIMIT = 1e-4
@@ -78,8 +78,14 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "controlnet": (controlnet, converted(controlnet, "controlnet.sdxl", "controlnet", root / "cn")),
         "adapter": (adapter, converted(adapter, "t2i_adapter.sdxl", "adapter", root / "t2i")),
         "image": torch.rand(1, 3, PIXELS, PIXELS, generator=generator),
-        "lora": root / "lora" / "pytorch_lora_weights.safetensors",
+        "lora": _lora_weights(pair, root / "lora" / "pytorch_lora_weights.safetensors"),
     }
+
+
+def _lora_weights(pair: Pair, file: Path) -> dict[str, torch.Tensor]:
+    """The LoRA placed on our UNet once (what `load_lora` injects), so each test injects it fast."""
+    base = model_base(pair.ours.unet)
+    return map_lora(read_lora(file), base, components=base.lora_components).weights(base.models[0].component)
 
 
 def _add_lora(pair: Pair, root: Path) -> None:
@@ -102,7 +108,7 @@ def _inject_all(
     injected: dict[str, Any] = {}
     for kind in order:
         if kind == "lora":
-            load_lora(unet, recipe["lora"], name="style")
+            inject_lora(unet, "style", recipe["lora"], 1.0)
             injected[kind] = None
         elif kind == "adapter":
             injected[kind] = T2IAdapterInjection(unet, recipe["adapter"][1], scale=ADAPTER_SCALE).inject()
