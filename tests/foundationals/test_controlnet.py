@@ -143,7 +143,7 @@ def test_ejecting_in_any_order_restores_the_unet_bit_for_bit(
 
 def test_the_step_range_switches_the_controlnet_like_diffusers(models: dict[str, Any]) -> None:
     unet: UNet = models["unet"].ours
-    inputs, steps = _inputs(unet), 10
+    inputs, steps = _inputs(unet), 5
     plain = _ours(unet, inputs)
     adapter = ControlNetAdapter(unet, models["controlnets"][0].ours, scale=1.0, start=0.2, end=0.7).inject()
     adapter.set_condition(_conditions(1)[0])
