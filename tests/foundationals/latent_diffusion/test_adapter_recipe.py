@@ -1,15 +1,14 @@
-"""The adapter recipe on one tiny SDXL model: a LoRA, a T2I-Adapter and a ControlNet injected together.
+"""The adapter recipe on one tiny SDXL model: a LoRA, an IP-Adapter, a T2I-Adapter and a ControlNet
+injected together.
 
-- the UNet output equals diffusers' UNet2DConditionModel with the same LoRA (PEFT), the ControlNet's
-  residuals and the adapter's `down_intrablock_additional_residuals`;
-- short generations equal diffusers' SDXL ControlNet pipeline (LoRA + ControlNet, with a guidance step
-  range) and SDXL adapter pipeline (LoRA + T2I-Adapter, with a conditioning factor): latents within
-  1e-4 relative, images within 1/255 (diffusers has no pipeline with both at once);
-- ejecting the three in every order restores the UNet bit for bit.
-
-IP-ADAPTER: the IP-Adapter (branch `ipadapter`, not merged yet) joins the recipe here: inject it next
-to the others in `_inject_all`, pass its image embeddings to the reference UNet in
-`test_the_unet_output_with_all_adapters_equals_diffusers`, and add it to the ejection orders.
+- the UNet output equals diffusers' UNet2DConditionModel with the same LoRA (PEFT), IP-Adapter (loaded
+  by diffusers' own loader from the original file), the ControlNet's residuals and the T2I-Adapter's
+  `down_intrablock_additional_residuals`;
+- short generations equal diffusers' SDXL ControlNet pipeline (LoRA + IP-Adapter + ControlNet, with a
+  guidance step range) and SDXL adapter pipeline (LoRA + IP-Adapter + T2I-Adapter, with a conditioning
+  factor): latents within 1e-4 relative, images within 1/255 (diffusers has no pipeline with a
+  ControlNet and a T2I-Adapter at once);
+- ejecting the four in every order restores the UNet bit for bit.
 
 The models are tiny: the autoencoder halves the image, so the ControlNet's condition encoder and the
 T2I-Adapter are built to halve (not divide by 8) too, as real ones match SD's autoencoders.
@@ -34,7 +33,12 @@ from foundationals.latent_diffusion.test_text_to_image import (  # pyright: igno
     _sdxl,  # pyright: ignore[reportPrivateUsage]
 )
 
+import zoo
 from converters.controlnet.upstream import tiny_controlnet_config
+from converters.ip_adapter import CONVERSIONS as IP_ADAPTERS
+from converters.ip_adapter.convert import convert_ip_adapter
+from converters.ip_adapter.original_writer import original_state_dicts, write_original_bin
+from converters.ip_adapter.reference import SUBFOLDER, build_reference
 from converters.lora import map_lora, model_base, read_lora
 from converters.sdxl.tiny import TINY as SDXL_TINY
 from converters.stable_diffusion.unet import unet_example_inputs
@@ -47,11 +51,12 @@ UNET_LIMIT = 1e-5
 LATENT_LIMIT = 1e-4
 PIXEL_LIMIT = 1 / 255
 STEPS = 4
-CONTROL_SCALE, ADAPTER_SCALE = 0.8, 0.6
+CONTROL_SCALE, ADAPTER_SCALE, IMAGE_PROMPT_SCALE = 0.8, 0.6, 0.7
 GUIDANCE_RANGE = (0.0, 0.75)
 ADAPTER_FACTOR = 0.5
 PIXELS = SQUARE["width"]
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out"]
+KINDS = ("lora", "ip_adapter", "adapter", "controlnet")
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +78,11 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     randomize(adapter, 22)
     generator = torch.Generator().manual_seed(23)
+    image_prompt = _add_ip_adapter(pair, root)
     return {
         "pair": pair,
+        "ip_adapter": image_prompt,
+        "image_feature": torch.randn(1, image_prompt.config.image_embedding_dim, generator=generator),
         "controlnet": (controlnet, converted(controlnet, "controlnet.sdxl", "controlnet", root / "cn")),
         "adapter": (adapter, converted(adapter, "t2i_adapter.sdxl", "adapter", root / "t2i")),
         "image": torch.rand(1, 3, PIXELS, PIXELS, generator=generator),
@@ -101,8 +109,30 @@ def _add_lora(pair: Pair, root: Path) -> None:
     )
 
 
+def _add_ip_adapter(pair: Pair, root: Path) -> Any:
+    """A tiny SDXL IP-Adapter in its original file layout: diffusers' loader puts it into the reference
+    UNet (after the LoRA, as a user loads them), `zoo convert ip-adapter` converts it for ours."""
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+
+    torch.manual_seed(24)
+    build_reference(IP_ADAPTERS["sdxl"].synthetic_configs("tiny")[SUBFOLDER]).save_pretrained(root / "ip")  # pyright: ignore[reportCallIssue]
+    unet = pair.reference.unet
+    unet._load_ip_adapter_weights([original_state_dicts(root / "ip")], low_cpu_mem_usage=False)
+    for processor in unet.attn_processors.values():
+        if isinstance(processor, IPAdapterAttnProcessor2_0):
+            processor.scale = [IMAGE_PROMPT_SCALE]
+    file = write_original_bin(root / "ip", root / "ip_adapter_sdxl.bin")
+    converted = convert_ip_adapter(file, pair.folder / "sdxl.unet", out=root / "ip_out")
+    return zoo.load(converted.result.folder)
+
+
+def _guided_feature(recipe: dict[str, Any]) -> torch.Tensor:
+    """[negative, positive] image features, the negative zeros as diffusers' pipelines make it."""
+    return torch.cat([torch.zeros_like(recipe["image_feature"]), recipe["image_feature"]])
+
+
 def _inject_all(
-    recipe: dict[str, Any], order: tuple[str, ...] = ("lora", "adapter", "controlnet")
+    recipe: dict[str, Any], order: tuple[str, ...] = KINDS, image_feature: torch.Tensor | None = None
 ) -> dict[str, Any]:
     unet = recipe["pair"].ours.unet
     injected: dict[str, Any] = {}
@@ -110,6 +140,12 @@ def _inject_all(
         if kind == "lora":
             inject_lora(unet, "style", recipe["lora"], 1.0)
             injected[kind] = None
+        elif kind == "ip_adapter":
+            injected[kind] = recipe["ip_adapter"].inject(unet)
+            injected[kind].scale = IMAGE_PROMPT_SCALE
+            injected[kind].set_image_embedding(
+                _guided_feature(recipe) if image_feature is None else image_feature
+            )
         elif kind == "adapter":
             injected[kind] = T2IAdapterInjection(unet, recipe["adapter"][1], scale=ADAPTER_SCALE).inject()
             with torch.no_grad():
@@ -134,27 +170,31 @@ def _eject(recipe: dict[str, Any], injected: dict[str, Any], order: tuple[str, .
 def test_the_unet_output_with_all_adapters_equals_diffusers(recipe: dict[str, Any]) -> None:
     unet, reference_unet = recipe["pair"].ours.unet, recipe["pair"].reference.unet
     inputs = unet_example_inputs(unet.config, batch_size=2, latent_size=PIXELS // 2, text_length=77, seed=9)
-    added = {"text_embeds": inputs.pooled_text_embedding, "time_ids": inputs.time_ids}
+    added: dict[str, Any] = {"text_embeds": inputs.pooled_text_embedding, "time_ids": inputs.time_ids}
     condition = recipe["image"].expand(2, -1, -1, -1)
+    feature = torch.randn(
+        2, 1, recipe["ip_adapter"].config.image_embedding_dim, generator=torch.Generator().manual_seed(8)
+    )
     with torch.no_grad():
         down, middle = recipe["controlnet"][0](
             inputs.latents, inputs.timestep, encoder_hidden_states=inputs.text_embedding,
             controlnet_cond=condition, conditioning_scale=CONTROL_SCALE, added_cond_kwargs=added, return_dict=False,
         )  # fmt: skip
         features = [f * ADAPTER_SCALE for f in recipe["adapter"][0](recipe["image"])]
+        added["image_embeds"] = [feature]
         expected = reference_unet(
             inputs.latents, inputs.timestep, encoder_hidden_states=inputs.text_embedding, added_cond_kwargs=added,
             down_block_additional_residuals=down, mid_block_additional_residual=middle,
             down_intrablock_additional_residuals=[f.repeat(2, 1, 1, 1) for f in features], return_dict=False,
         )[0]  # fmt: skip
-    injected = _inject_all(recipe)
+    injected = _inject_all(recipe, image_feature=feature)
     try:
         with torch.no_grad():
             ours = inputs.run_target(unet)
     finally:
-        _eject(recipe, injected, ("controlnet", "adapter", "lora"))
+        _eject(recipe, injected, tuple(reversed(KINDS)))
     error = relative_error(ours, expected)
-    print(f"UNet with LoRA + T2I-Adapter + ControlNet: relative error {error:.2e}")
+    print(f"UNet with LoRA + IP-Adapter + T2I-Adapter + ControlNet: relative error {error:.2e}")
     assert error <= UNET_LIMIT
     with torch.no_grad():
         plain = inputs.run_target(unet)
@@ -168,7 +208,7 @@ def _settings(seed: int) -> GenerationSettings:
 
 
 def _reference_images(
-    pipeline: Any, settings: GenerationSettings, **control: Any
+    pipeline: Any, settings: GenerationSettings, image_feature: torch.Tensor, **control: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """diffusers' final latents (kept by a step callback, old or new style) and image."""
     kept: list[torch.Tensor] = []
@@ -188,7 +228,8 @@ def _reference_images(
     result = pipeline(
         prompt=settings.prompt, negative_prompt=settings.negative_prompt, num_inference_steps=settings.steps,
         guidance_scale=settings.guidance, height=settings.height, width=settings.width,
-        generator=torch.Generator().manual_seed(settings.seed), output_type="pt", **control,
+        generator=torch.Generator().manual_seed(settings.seed), output_type="pt",
+        ip_adapter_image_embeds=[image_feature[:, None]], **control,
     )  # fmt: skip
     return kept[-1], result.images
 
@@ -205,20 +246,22 @@ def _compare(
     reference: tuple[torch.Tensor, torch.Tensor],
     settings: GenerationSettings,
 ) -> None:
-    injected = _inject_all(recipe, ("lora", kind))
+    injected = _inject_all(recipe, ("lora", "ip_adapter", kind))
     if kind == "adapter":  # diffusers' adapter_conditioning_factor
         injected[kind].state.end = ADAPTER_FACTOR
     try:
         generated = recipe["pair"].ours.generate(settings)
     finally:
-        _eject(recipe, injected, (kind, "lora"))
+        _eject(recipe, injected, (kind, "ip_adapter", "lora"))
     latent_error = _relative(generated.latents, reference[0])
     pixel_error = (generated.image - reference[1]).abs().max().item()
-    print(f"LoRA + {kind}: latents {latent_error:.2e}, pixels {pixel_error:.2e}")
+    print(f"LoRA + IP-Adapter + {kind}: latents {latent_error:.2e}, pixels {pixel_error:.2e}")
     assert latent_error <= LATENT_LIMIT and pixel_error <= PIXEL_LIMIT
 
 
-def test_a_generation_with_a_lora_and_a_controlnet_equals_diffusers(recipe: dict[str, Any]) -> None:
+def test_a_generation_with_a_lora_an_ip_adapter_and_a_controlnet_equals_diffusers(
+    recipe: dict[str, Any],
+) -> None:
     from diffusers.pipelines.controlnet.pipeline_controlnet_sd_xl import StableDiffusionXLControlNetPipeline
 
     pipeline = StableDiffusionXLControlNetPipeline(**_components(recipe), controlnet=recipe["controlnet"][0])
@@ -226,13 +269,15 @@ def test_a_generation_with_a_lora_and_a_controlnet_equals_diffusers(recipe: dict
     settings = _settings(31)
     start, end = GUIDANCE_RANGE
     reference = _reference_images(
-        pipeline, settings, image=recipe["image"], controlnet_conditioning_scale=CONTROL_SCALE,
+        pipeline, settings, _guided_feature(recipe), image=recipe["image"], controlnet_conditioning_scale=CONTROL_SCALE,
         control_guidance_start=start, control_guidance_end=end,
     )  # fmt: skip
     _compare(recipe, "controlnet", reference, settings)
 
 
-def test_a_generation_with_a_lora_and_a_t2i_adapter_equals_diffusers(recipe: dict[str, Any]) -> None:
+def test_a_generation_with_a_lora_an_ip_adapter_and_a_t2i_adapter_equals_diffusers(
+    recipe: dict[str, Any],
+) -> None:
     from diffusers.pipelines.t2i_adapter.pipeline_stable_diffusion_xl_adapter import (
         StableDiffusionXLAdapterPipeline,
     )
@@ -241,13 +286,13 @@ def test_a_generation_with_a_lora_and_a_t2i_adapter_equals_diffusers(recipe: dic
     pipeline.set_progress_bar_config(disable=True)
     settings = _settings(33)
     reference = _reference_images(
-        pipeline, settings, image=recipe["image"], adapter_conditioning_scale=ADAPTER_SCALE,
+        pipeline, settings, _guided_feature(recipe), image=recipe["image"], adapter_conditioning_scale=ADAPTER_SCALE,
         adapter_conditioning_factor=ADAPTER_FACTOR,
     )  # fmt: skip
     _compare(recipe, "adapter", reference, settings)
 
 
-ORDERS = list(itertools.permutations(("lora", "adapter", "controlnet")))
+ORDERS = list(itertools.permutations(KINDS))
 
 
 @pytest.mark.parametrize("order", ORDERS, ids=["-".join(order) for order in ORDERS])

@@ -13,8 +13,9 @@ Papers: Rombach et al. 2021 (https://arxiv.org/abs/2112.10752), Podell et al. 20
 4. the autoencoder decodes the latents (in float32 when its config says float16 overflows), and the
    image goes from [-1, 1] to [0, 1].
 
-Adapters injected into the UNet or the text encoder (LoRAs, ControlNets, T2I-Adapters) take part as
-they are; layers that act on some steps only (`steps.StepAware`) are told each step before the UNet runs.
+Adapters injected into the UNet or the text encoder (LoRAs, IP-Adapters, ControlNets, T2I-Adapters)
+take part as they are (an IP-Adapter's image embedding is [negative, positive] when guiding); layers
+that act on some steps only (`steps.StepAware`) are told each step before the UNet runs.
 """
 
 from __future__ import annotations
