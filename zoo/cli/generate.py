@@ -46,6 +46,28 @@ def _lora_spec(value: str) -> tuple[Path, float]:
     metavar="FILE[:SCALE]",
     help="A LoRA (any format zoo reads) into the UNet and text encoder; repeatable.",
 )
+@click.option(
+    "--controlnet",
+    "controlnets",
+    multiple=True,
+    metavar="DIR[:SCALE]",
+    help="A ControlNet `zoo convert controlnet` (or `control-lora`) wrote; repeatable.",
+)
+@click.option(
+    "--t2i-adapter",
+    "adapters",
+    multiple=True,
+    metavar="DIR[:SCALE]",
+    help="A T2I-Adapter `zoo convert t2i-adapter` wrote; repeatable.",
+)
+@click.option(
+    "--control-image",
+    "control_images",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The condition image (edges, depth, pose...): one for all controls, or one per control in order "
+    "(ControlNets first); resized to the image size.",
+)
 @click.option("--family", help="Which pipeline, when OUT holds several.")
 @click.option(
     "--autoencoder", type=click.Path(path_type=Path), help="Which autoencoder folder, when OUT holds several."
@@ -71,6 +93,9 @@ def generate(
     width: int | None,
     height: int | None,
     loras: tuple[str, ...],
+    controlnets: tuple[str, ...],
+    adapters: tuple[str, ...],
+    control_images: tuple[Path, ...],
     family: str | None,
     autoencoder: Path | None,
     device: str,
@@ -87,6 +112,7 @@ def generate(
       zoo convert sdxl --synthetic tiny --out out && zoo generate out --prompt "a lighthouse" --steps 4
       zoo generate out --prompt "a cat" --negative-prompt "blurry" --solver dpmpp_2m_karras --seed 7
       zoo generate out --prompt "a cat" --lora style.safetensors:0.8 --device cuda --dtype float16
+      zoo generate out --prompt "a house" --controlnet out/controlnet.sdxl:0.7 --control-image edges.png
     """
     from zoo.foundationals.latent_diffusion.model import GenerationSettings
     from zoo.png import write_png
@@ -98,12 +124,13 @@ def generate(
     )
     applied = [_apply_lora(model, *_lora_spec(spec)) for spec in loras]
     settings = GenerationSettings(prompt, negative_prompt, seed, steps, solver, guidance, width, height)
+    controls = _attach_controls(model, controlnets, adapters, control_images, settings)
     bar = progress_bar(steps, "steps", enabled=not as_json, unit="step")
     try:
         generated = model.generate(settings, on_step=lambda done, _total: bar.update(1))
     finally:
         bar.close()
-    metadata = _metadata(settings, applied)
+    metadata = _metadata(settings, applied) | ({"controls": controls} if controls else {})
     write_png(
         output, generated.image, {"parameters": json.dumps(metadata, sort_keys=True), "Software": "zoo"}
     )
@@ -121,6 +148,23 @@ def _apply_lora(model: Any, path: Path, scale: float) -> dict[str, Any]:
 
     loaded = load_lora_into([model.unet, model.text_encoder], path, scale=scale)
     return {"file": str(path), "scale": scale, "layers": {lora.component: lora.layers for lora in loaded}}
+
+
+def _attach_controls(
+    model: Any,
+    controlnets: tuple[str, ...],
+    adapters: tuple[str, ...],
+    images: tuple[Path, ...],
+    settings: Any,
+) -> list[dict[str, Any]]:
+    from zoo.cli.generate_controls import attach_controls
+
+    if (controlnets or adapters) and not images:
+        raise click.UsageError("--controlnet and --t2i-adapter need --control-image")
+    size = (settings.height or model.default_size, settings.width or model.default_size)
+    return attach_controls(
+        model, [_lora_spec(s) for s in controlnets], [_lora_spec(s) for s in adapters], images, size
+    )
 
 
 def _metadata(settings: Any, loras: list[dict[str, Any]]) -> dict[str, Any]:
