@@ -17,7 +17,7 @@ from typing import Any
 
 from converters._checkpoints import open_checkpoint
 from converters.lora.convert import LoraConversionResult, convert_lora
-from zoo.errors import ZooError
+from zoo.errors import ConfigError, ZooError
 from zoo.formats import FORMAT_KEY, LORA_FORMATS
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -114,8 +114,17 @@ def convert_lora_folder(
         scale: Folded into every file's weights (1 for files with DoRA, which are refused otherwise).
         dry_run: Read, place and check every file; write nothing.
         on_file: Called after each file (for a progress bar).
+
+    Raises:
+        ConfigError: The folder holds no weights file to try.
     """
     files = lora_files(Path(folder), out)
+    if not files:
+        raise ConfigError(
+            f"no LoRA files here (looked for {', '.join(WEIGHT_SUFFIXES)})",
+            file=folder,
+            hint="pass a file or another folder",
+        )
     stems = Counter(path.stem for path in files)
     items: list[FolderItem] = []
     for path in files:

@@ -269,6 +269,8 @@ def _bias_fit(shapes: Shapes, op: LayerOp) -> str | None:
 
 
 def _magnitude_fit(shapes: Shapes, op: LayerOp) -> str | None:
+    if not set(shapes) & set(DORA_ROLES):
+        return None
     ones = (1,) * (len(op.weight_shape) - 1)
     allowed = {"dora_scale": [(op.weight_shape[0], *ones), (1, op.weight_shape[1], *ones[1:])]}
     allowed["lora_magnitude_vector"] = [(op.weight_shape[0], *ones)]

@@ -56,7 +56,7 @@ class Lokr(WeightDelta):
         return None if low_rank is None else low_rank.shape[0]
 
     def unscaled_weight(self) -> torch.Tensor:
-        first, second = self._first(), self._second()
+        first, second = self._first(), self._second().contiguous()  # kron views its operands
         if second.dim() == 4:
             first = first[:, :, None, None]
         return torch.kron(first, second)
