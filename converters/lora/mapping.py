@@ -192,7 +192,8 @@ def map_lora(
         base: The base.
         scale: Multiplies every update (folded into the weights with each entry's alpha factor).
         components: Only map entries for these LoRA components (`unet`, `text_encoder`,
-            `text_encoder_2`); the others are returned as `skipped`. Default: every entry must place.
+            `text_encoder_2`); the others are returned as `skipped` (all of a PEFT or `lycoris_*` file's
+            when none fits these components). Default: every entry must place.
 
     Raises:
         CoverageError: Entries that cannot be placed, each with the reason (listed in the message).
@@ -203,6 +204,8 @@ def map_lora(
     skipped: list[LoraEntry] = []
     if lora.format in _COMPONENT_LESS:
         placed, problems = _one_component(lora, base, allowed)
+        if not placed and components is not None:  # made for another model: nothing here, not an error
+            skipped, problems = list(lora.entries), []
     else:
         names = upstream_module_names(lora, base)
         chosen = [e for e in lora.entries if components is None or e.component in allowed]

@@ -32,7 +32,6 @@ _SGM_BLOCKS = ("input_blocks", "middle_block", "output_blocks")
 _DIFFUSERS_BLOCKS = ("down_blocks", "mid_block", "up_blocks")
 _PEFT_DOWN = ".lora_A.weight"
 _CLIP_PREFIX = "text_model_"
-_NOT_FOUND = "?"  # placed nowhere: the entry is reported as naming no such module
 
 
 def upstream_module_names(
@@ -48,10 +47,8 @@ def upstream_module_names(
     if lora.format in ("kohya", "lycoris_locon"):
         return _kohya_names(lora, base)
     if lora.format == "lycoris":
-        return {
-            entry: _flat_lookup(base, component or "", entry.name.removeprefix(LYCORIS_PREFIX))
-            for entry in lora.entries
-        }
+        flat = {entry: entry.name.removeprefix(LYCORIS_PREFIX) for entry in lora.entries}
+        return {entry: _flat_lookup(base, component or "", name) or name for entry, name in flat.items()}
     if lora.format == "diffusers":
         return _diffusers_names(lora)
     if lora.format == "peft":
@@ -59,14 +56,14 @@ def upstream_module_names(
     raise ValueError(f"{lora.format} files name chain layers, not upstream modules")
 
 
-def _flat_lookup(base: LoraBase, component: str, flat: str) -> str:
-    """The module a `_`-joined name means in one component, or `_NOT_FOUND`."""
+def _flat_lookup(base: LoraBase, component: str, flat: str) -> str | None:
+    """The module a `_`-joined name means in one component; None when there is none."""
     model = base.model_for(component)
     if model is None:
-        return _NOT_FOUND
+        return None
     names = model.flat_names(component)
     candidates = (flat, flat.removeprefix(_CLIP_PREFIX), _CLIP_PREFIX + flat)
-    return next((names[c] for c in candidates if c in names), _NOT_FOUND)
+    return next((names[c] for c in candidates if c in names), None)
 
 
 def _kohya_prefix(name: str) -> str:
@@ -74,14 +71,11 @@ def _kohya_prefix(name: str) -> str:
 
 
 def _kohya_names(lora: LoraFile, base: LoraBase) -> dict[LoraEntry, str]:
-    found = {
-        entry: _flat_lookup(base, entry.component, entry.name.removeprefix(_kohya_prefix(entry.name)))
-        for entry in lora.entries
-    }
-    rest = [entry for entry, module in found.items() if module == _NOT_FOUND]
-    if rest:
-        found.update(_diffusers_renamed(lora, rest, base.layers_per_block))
-    return found
+    flat = {entry: entry.name.removeprefix(_kohya_prefix(entry.name)) for entry in lora.entries}
+    found = {entry: _flat_lookup(base, entry.component, name) for entry, name in flat.items()}
+    rest = [entry for entry, module in found.items() if module is None]
+    renamed = _diffusers_renamed(lora, rest, base.layers_per_block) if rest else {}
+    return {entry: module or renamed.get(entry) or flat[entry] for entry, module in found.items()}
 
 
 def _diffusers_renamed(
@@ -108,7 +102,7 @@ def _diffusers_renamed(
     except (ValueError, KeyError, IndexError) as error:
         raise FormatError(f"diffusers cannot rename these kohya keys: {error}", file=lora.path) from None
     modules = _modules_of_down(_to_peft(renamed))
-    return {entry: modules.get(down, _NOT_FOUND) for down, entry in stand_ins.items()}
+    return {entry: modules[down] for down, entry in stand_ins.items() if down in modules}
 
 
 def _check_blocks(lora: LoraFile, entries: list[LoraEntry], layers_per_block: int | None) -> bool:
@@ -130,14 +124,13 @@ def _diffusers_names(lora: LoraFile) -> dict[LoraEntry, str]:
     lora_entries = [entry for entry in lora.entries if entry.key("lora_down.weight") is not None]
     keys = {_prefixed(key): key for entry in lora_entries for key in (entry.down_key, entry.up_key)}
     modules = _modules_of_down(_to_peft(keys))
-    names = {entry: modules.get(entry.down_key, _NOT_FOUND) for entry in lora_entries}
-    names.update({entry: entry.name.partition(".")[2] for entry in lora.entries if entry not in names})
-    missing = [entry.down_key for entry, module in names.items() if module == _NOT_FOUND]
+    missing = [entry.down_key for entry in lora_entries if entry.down_key not in modules]
     if missing:
         raise FormatError(
             f"diffusers could not rename {len(missing)} key(s), e.g. {missing[:3]}", file=lora.path
         )
-    return names
+    names = {entry: modules[entry.down_key] for entry in lora_entries}
+    return names | {entry: entry.name.partition(".")[2] for entry in lora.entries if entry not in names}
 
 
 def _prefixed(key: str) -> str:

@@ -1,7 +1,8 @@
 """LyCORIS files, written by lycoris-lora itself, on tiny SD 1.5 / SDXL: ours vs LyCORIS' own modules.
 
 Each network mixes kinds module by module (LoHa with and without Tucker cores, LoKr factorised, Tucker
-or whole, LoCon with a Tucker core, DoRA on LoRA / LoHa / LoKr on either axis, full and norm diffs), as
+or whole, LoCon with a Tucker core, DoRA on LoRA / LoHa / LoKr on either axis, full and norm diffs,
+rsLoRA), as
 LyCORIS presets allow, so one file checks them all. The reference is the upstream model with the
 network applied (LyCORIS' modules computing their updates), at multipliers 1 and 0.5; ours is loaded
 from the saved file, injected and fused (relative error <= 1e-5).
@@ -21,7 +22,7 @@ from lycoris_helpers import (  # pyright: ignore[reportMissingImports]
     save_lycoris,
 )
 
-from converters.lora import read_lora
+from converters.lora import load_lora_into, read_lora
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LoHa/LoKr.*")
 
@@ -35,10 +36,10 @@ MIXED_KOHYA = {
         "Attention": {"algo": "loha", "weight_decompose": True},
         "FeedForward": {"algo": "lokr", "factor": 4, "decompose_both": True},
         "ResnetBlock2D": {"algo": "loha", "use_tucker": True},
-        "Downsample2D": {"algo": "lora", "use_tucker": True},
+        "Downsample2D": {"algo": "lora", "use_tucker": True, "rs_lora": True},
         "Upsample2D": {"algo": "lokr", "use_tucker": True, "factor": 4},
         "CLIPAttention": {"algo": "lokr", "weight_decompose": True, "wd_on_out": False},
-        "CLIPMLP": {"algo": "lora", "weight_decompose": True},
+        "CLIPMLP": {"algo": "lora", "weight_decompose": True, "rs_lora": True},
     },
     "name_algo_map": {
         "conv_in": {"algo": "full"},
@@ -86,6 +87,8 @@ def test_lycoris_names_on_the_sdxl_unet(tiny: dict[str, TinyFamily], tmp_path: P
     path = save_lycoris(network, tmp_path / "lycoris.safetensors")
     assert all(key.startswith("lycoris_") for key in read_lora(path).tensors)
     check_parity(fam, "unet", path, unet, network.set_multiplier, "lycoris")
+    loaded = load_lora_into([fam.ours("unet"), fam.ours("text_encoder")], path)  # as `zoo generate --lora`
+    assert [(lora.component, lora.skipped) for lora in loaded] == [("unet", 0)]
 
 
 def test_lycoris_names_on_one_sdxl_text_tower(tiny: dict[str, TinyFamily], tmp_path: Path) -> None:

@@ -99,14 +99,13 @@ def test_peft_lokr_on_a_text_tower_scales_by_its_settings(
     check_parity(fam, "text_encoder", path, towers, _rescale(towers), "peft")
 
 
-def test_peft_dora_on_a_text_tower(tiny: dict[str, TinyFamily], tmp_path: Path) -> None:
+def test_peft_dora_with_rslora_on_a_text_tower(tiny: dict[str, TinyFamily], tmp_path: Path) -> None:
     from peft import LoraConfig
 
     fam = tiny["sd15"]
     towers = fam.upstream("text_encoder")
-    config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=TEXT_TARGETS, use_dora=True, init_lora_weights=False
-    )
+    settings = {"use_dora": True, "use_rslora": True, "alpha_pattern": {"fc2": 3}}
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=TEXT_TARGETS, init_lora_weights=False, **settings)
     towers["text_encoder"], path = _peft_saved(towers["text_encoder"], config, tmp_path, seed=33)
     check_parity(fam, "text_encoder", path, towers, _rescale(towers), "peft")
 

@@ -133,21 +133,19 @@ def _lora_problem(shapes: Shapes) -> str | None:
 
 
 def _loha_problem(shapes: Shapes) -> str | None:
-    if "hada_t1" in shapes:
-        t1, t2 = shapes["hada_t1"], shapes["hada_t2"]
-        halves = [
-            (t1, shapes["hada_w1_a"], shapes["hada_w1_b"]),
-            (t2, shapes["hada_w2_a"], shapes["hada_w2_b"]),
-        ]
-        chained = all(len(t) == 4 and t[:2] == (a[0], b[0]) and len(a) == len(b) == 2 for t, a, b in halves)
-        same = t1[2:] == t2[2:] and halves[0][1][1] == halves[1][1][1] and halves[0][2][1] == halves[1][2][1]
-        return None if chained and same else f"Tucker LoHa: {_listed(shapes)} do not chain"
-    products = [(shapes["hada_w1_a"], shapes["hada_w1_b"]), (shapes["hada_w2_a"], shapes["hada_w2_b"])]
-    chained = all(len(a) == 2 and len(b) >= 2 and a[1] == b[0] for a, b in products)
-    same = (
-        chained and products[0][0][0] == products[1][0][0] and _size(products[0][1]) == _size(products[1][1])
-    )
-    return None if same else f"LoHa: {_listed(shapes)} do not make two products of one shape"
+    halves = [_loha_half(shapes, "1"), _loha_half(shapes, "2")]
+    if None in halves or halves[0] != halves[1]:
+        return f"LoHa: {_listed(shapes)} do not make two changes of one shape"
+    return None
+
+
+def _loha_half(shapes: Shapes, half: str) -> tuple[int, ...] | None:
+    """The shape of one product (`hada_w{half}_a` @ `_b`, through `hada_t{half}`), or None if they do not chain."""
+    a, b, core = shapes[f"hada_w{half}_a"], shapes[f"hada_w{half}_b"], shapes.get(f"hada_t{half}")
+    if core is None:
+        return (a[0], _size(b)) if len(a) == 2 and len(b) >= 2 and a[1] == b[0] else None
+    chained = len(core) == 4 and len(a) == len(b) == 2 and core[:2] == (a[0], b[0])
+    return (a[1], b[1], *core[2:]) if chained else None
 
 
 def _lokr_problem(shapes: Shapes) -> str | None:
@@ -172,10 +170,9 @@ def delta_shape(kind: Kind, shapes: Shapes) -> tuple[int, ...]:
         down, up, mid = shapes["lora_down.weight"], shapes["lora_up.weight"], shapes.get("lora_mid.weight")
         return (up[0], down[1], *(down[2:] if mid is None else mid[2:]))
     if kind == "loha":
-        w1_a, w1_b = shapes["hada_w1_a"], shapes["hada_w1_b"]
-        if "hada_t1" in shapes:
-            return (w1_a[1], w1_b[1], *shapes["hada_t1"][2:])
-        return (w1_a[0], _size(w1_b))
+        change = _loha_half(shapes, "1")
+        assert change is not None, "shapes_problem first"
+        return change
     if kind == "lokr":
         (a, c), second = _lokr_first(shapes), _lokr_second(shapes)
         return (a * second[0], c * second[1], *second[2:])
