@@ -54,8 +54,12 @@ def _roles(path: Path) -> Counter[str]:
     return Counter(key.partition(".")[2] for key in read_lora(path).tensors)
 
 
-def test_kohya_named_lycoris_with_every_kind(tiny: dict[str, TinyFamily], tmp_path: Path) -> None:
-    fam = tiny["sd15"]
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_kohya_named_lycoris_with_every_kind(
+    tiny: dict[str, TinyFamily], tmp_path: Path, family: str
+) -> None:
+    """SD 1.5 (`lora_te_`, 1×1 convolution projections) and SDXL (`lora_te1_`, `lora_te2_`)."""
+    fam = tiny[family]
     network, unet, towers = kohya_network(
         fam, MIXED_KOHYA, seed=21, algo="lora", train_norm=True, conv_dim=4, conv_alpha=3
     )
