@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from converters import registry
 from converters.family import Recognizer, Shapes
-from zoo.formats import COMPONENT_KEY, FORMAT_KEY, LORA_BASE_KEY, LORA_FORMAT
+from zoo.formats import COMPONENT_KEY, FORMAT_KEY, LORA_BASE_KEY, LORA_FORMATS
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ def _zoo_output(metadata: Mapping[str, str]) -> Detection | None:
         return Detection(
             f"converted by zoo: {component} (zoo format {metadata.get(FORMAT_KEY, '?')})", family
         )
-    if metadata.get(FORMAT_KEY) == LORA_FORMAT:
+    if (version := metadata.get(FORMAT_KEY)) in LORA_FORMATS:
         base = metadata.get(LORA_BASE_KEY)
-        return Detection(f"a LoRA converted by zoo ({LORA_FORMAT}) for {base or 'an unknown base'}", base)
+        return Detection(f"a LoRA converted by zoo ({version}) for {base or 'an unknown base'}", base)
     return None
 
 

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from zoo.configs import config_digest, config_from_dict, import_model_class
 from zoo.errors import ConfigError
 from zoo.formats import CONFIG_NAME
 from zoo.loading import read_output_config
+from zoo.lora.build import layer_op
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,16 @@ class Placement:
     Attributes:
         component: Our component (`unet`, `text_encoder`): the key prefix in our LoRA files.
         path: The chain path of the layer.
-        kind: `linear` or `conv`.
-        weight_shape: The layer's weight shape: (out, in) or (out, in, kh, kw).
+        op: The layer's operation and shapes (Linear, Conv2d, LayerNorm, GroupNorm).
     """
 
     component: str
     path: str
-    kind: Literal["linear", "conv"]
-    weight_shape: tuple[int, ...]
+    op: fl.LayerOp
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return self.op.weight_shape
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,13 @@ class BaseModel:
     def upstream_modules(self) -> frozenset[str]:
         """Names of the upstream model's modules (built on meta, no trace: cheap)."""
         return _upstream_modules(self.conversion.name, self._canonical_configs())
+
+    def flat_names(self, lora_component: str) -> Mapping[str, str]:
+        """A LoRA component's module names with `_` for `.` (as kohya and LyCORIS write them) -> names.
+
+        Names that two modules would share are left out (none do in the models LoRAs fit).
+        """
+        return _flat_names(self.upstream_modules(), self.prefix(lora_component))
 
     def _canonical_configs(self) -> str:
         return json.dumps(self.upstream_configs, sort_keys=True, separators=(",", ":"))
@@ -146,21 +156,26 @@ def _upstream_modules(name: str, configs_json: str) -> frozenset[str]:
     return frozenset(name for name, _module in model.named_modules() if name)
 
 
+@functools.lru_cache(maxsize=32)
+def _flat_names(modules: frozenset[str], prefix: str) -> Mapping[str, str]:
+    names = [name.removeprefix(prefix) for name in modules if name.startswith(prefix)]
+    flat: dict[str, str | None] = {}
+    for name in names:
+        key = name.replace(".", "_")
+        flat[key] = None if key in flat else name
+    return {key: name for key, name in flat.items() if name is not None}
+
+
 def _placement(component: str, model: fl.Chain, targets: tuple[str, ...], transform: Any) -> Placement | str:
     if len(targets) != 1 or not isinstance(transform, Identity | Reshape):
         return f"our model splits or fuses this weight ({transform.kind} into {len(targets)} tensor(s))"
     path = targets[0].removesuffix(".weight")
     layer: nn.Module = model.get_submodule(path)
-    if isinstance(layer, fl.Linear):
-        return Placement(component, path, "linear", tuple(layer.weight.shape))
-    if (
-        isinstance(layer, fl.Conv2d)
-        and layer.groups == 1
-        and layer.dilation == (1, 1)
-        and layer.padding_mode == "zeros"
-    ):
-        return Placement(component, path, "conv", tuple(layer.weight.shape))
-    return f"{path} is a {type(layer).__name__}: only Linear and Conv2d layers take LoRAs"
+    op = layer_op(layer)
+    plain = op is not None and (op.groups, op.dilation) == (1, (1, 1))
+    if op is None or not plain or (op.kind.endswith("norm") and not isinstance(transform, Identity)):
+        return f"{path} is a {type(layer).__name__}: only Linear, plain Conv2d and norm layers take LoRAs"
+    return Placement(component, path, op)
 
 
 # -- resolving a base ---------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ class LoraConversionResult:
         source_sha256: Its sha256.
         source_files: Every file read: the LoRA, and PEFT's `adapter_config.json` when it was used.
         format: The format found from its keys.
-        alpha: How alpha was found and applied (folded into `lora_up` with the scale).
+        kinds: How many entries of each kind (`LoRA`, `LoHa`, `LoKr`, `full`, `norm`, `DoRA (LoRA)`...).
+        alpha: How alpha was found and applied (folded into the tensors with the scale).
         base: The base, in words.
         family: The base's family.
         base_kind: What BASE was: `family` (a name), `folder` (a path), `memory` (a LoraBase object).
@@ -69,6 +70,7 @@ class LoraConversionResult:
     dtype: str
     alpha: str
     source_files: list[Path]
+    kinds: dict[str, int]
     base_kind: str
     base_source: str | None
     base_models: list[dict[str, str]]
@@ -86,14 +88,15 @@ class LoraConversionResult:
 def convert_lora(
     file: str | Path, base: str | Path | LoraBase, *, out: Path, scale: float = 1.0, dry_run: bool = False
 ) -> LoraConversionResult:
-    """Convert a LoRA file (kohya, LoCon, diffusers or PEFT) into our format, as `OUT/<file stem>.safetensors`.
+    """Convert a LoRA file (kohya, LyCORIS, diffusers or PEFT; any kind of update) into our format,
+    as `OUT/<file stem>.safetensors`.
 
     Args:
         file: The LoRA file.
         base: `sdxl` / `sd15` (full-size configs), a `zoo convert` output folder, a diffusers pipeline
             folder, or a resolved `LoraBase`.
         out: The output folder.
-        scale: Folded into the weights, on top of each entry's alpha / rank.
+        scale: Folded into the weights, on top of each entry's alpha / rank (1 for files with DoRA).
         dry_run: Read, place and check everything; write nothing.
 
     Unless `dry_run`, the conversion is recorded in `OUT/manifest.json` as the entry `lora/<file stem>`
@@ -102,7 +105,8 @@ def convert_lora(
     Raises:
         FormatError, TensorValueError: The file is not a LoRA zoo reads, or holds bad values.
         CoverageError: Some entries cannot be placed on the base (all are listed).
-        ConfigError: The base cannot be resolved, or the output would overwrite the input.
+        ConfigError: The base cannot be resolved, the output would overwrite the input, or a scale
+            other than 1 is asked of a DoRA.
     """
     started = time.perf_counter()
     lora = read_lora(file)
@@ -155,6 +159,7 @@ def _result(
         dtype="+".join(sorted({str(plan.dtype).removeprefix("torch.") for plan in plans})),
         alpha=alpha_handling(lora),
         source_files=_source_files(lora),
+        kinds=lora.kinds,
         base_kind=base_kind,
         base_source=base_source,
         base_models=_base_models(mapped),
@@ -196,7 +201,7 @@ def _source_files(lora: LoraFile) -> list[Path]:
 
 
 def alpha_handling(lora: LoraFile) -> str:
-    """How a file's alphas become each entry's factor (`converters.lora.names.entry_factor`), in words."""
+    """How a file's alphas become each entry's factor (`converters.lora.factors.entry_factor`), in words."""
     settings = [s for s in lora.adapter_config.values() if s]
     divisor = "sqrt(rank) (rsLoRA)" if any(s.get("use_rslora") for s in settings) else "rank"
     if settings:
@@ -204,14 +209,18 @@ def alpha_handling(lora: LoraFile) -> str:
         fallback = f"lora_alpha / alpha_pattern from {where}: factor alpha / {divisor}"
     else:
         fallback = "no alpha: factor 1"
-    stored = sum(1 for entry in lora.entries if entry.alpha_key is not None)
-    if stored == len(lora.entries):
+    scaled = [entry for entry in lora.entries if entry.kind not in ("full", "norm")]
+    stored = sum(1 for entry in scaled if entry.alpha_key is not None)
+    if not scaled:
+        return "full and norm diffs only: factor 1; the scale folded in"
+    if stored == len(scaled):
         how = f"an alpha tensor in every entry: factor alpha / {divisor}"
     elif stored:
-        how = f"an alpha tensor in {stored} of {len(lora.entries)} entries: factor alpha / {divisor}; the others {fallback}"
+        how = f"an alpha tensor in {stored} of {len(scaled)} entries: factor alpha / {divisor}; the others {fallback}"
     else:
         how = fallback
-    return f"{how}; folded into lora_up with the scale"
+    diffs = " (full and norm diffs: factor 1)" if len(scaled) < len(lora.entries) else ""
+    return f"{how}{diffs}; folded in with the scale"
 
 
 def record_lora_in_manifest(result: LoraConversionResult) -> Path | None:

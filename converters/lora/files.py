@@ -2,14 +2,18 @@
 
     <component>.<chain path>.lora_down.weight    (rank, in) or (rank, in, kh, kw)
     <component>.<chain path>.lora_up.weight      (out, rank) or (out, rank, 1, 1), alpha/rank and scale folded in
+    <component>.<chain path>.<role>              other kinds: LoHa, LoKr, Tucker, diffs, DoRA (`zoo.lora`)
 
 `<component>` is the zoo component the layer belongs to (`unet`, `text_encoder`: SDXL's two text
-towers are one model of ours). The header metadata says what the file is for and where it came from;
-it holds no paths or times, so the same LoRA and base give the same bytes anywhere.
+towers are one model of ours). The header metadata says what the file is for and where it came from,
+and records each layer's update (`zoo.lora.layers`: kind, rank, alpha factor, DoRA rule, Tucker, the
+upstream module); it holds no paths or times, so the same LoRA and base give the same bytes anywhere.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,8 +39,10 @@ def lora_metadata(mapped: MappedLora) -> dict[str, str]:
         f"{PREFIX}source_sha256": mapped.lora.sha256,
         f"{PREFIX}rank": ",".join(str(rank) for rank in ranks),
         f"{PREFIX}scale": repr(float(mapped.scale)),
-        f"{PREFIX}alpha": "folded into lora_up (alpha / rank x scale)",
+        f"{PREFIX}alpha": "folded in (alpha / rank x scale): lora_up, hada_w1_a, lokr_w1(_a), diffs",
         f"{PREFIX}components": ",".join(mapped.components),
+        f"{PREFIX}kinds": _json(Counter(placed.entry.kind for placed in mapped.placed)),
+        f"{PREFIX}layers": _json({placed.key: placed.describe() for placed in mapped.placed}),
     }
     for model in mapped.base.models:
         if model.component in mapped.components:
@@ -45,6 +51,10 @@ def lora_metadata(mapped: MappedLora) -> dict[str, str]:
             metadata[f"{PREFIX}{model.component}.config_sha256"] = index.config_sha256
             metadata[f"{PREFIX}{model.component}.keymap_sha256"] = index.keymap_sha256
     return metadata
+
+
+def _json(data: Mapping[str, object]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def write_zoo_lora(path: Path, mapped: MappedLora) -> WriteSummary:

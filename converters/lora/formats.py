@@ -1,26 +1,28 @@
 """LoRA files as trainers write them: which format a file is, and its entries, checked.
 
-Formats are told apart by their key names alone, every key must fit the one format found, and a file
-that fits none, or mixes several, is refused with examples of the keys at fault:
+Formats are told apart by their key names alone (`converters.lora.keys`), every key must fit the one
+format found, and a file that fits none, mixes several, or holds a variant zoo does not implement is
+refused with examples of the keys at fault:
 
-- `kohya`: kohya-ss / A1111 (`lora_unet_*`, `lora_te_*`, `lora_te1_*`, `lora_te2_*`, each with
-  `.lora_down.weight`, `.lora_up.weight` and an optional `.alpha`), with diffusers or SGM/LDM block names.
-- `lycoris_locon`: the same keys, with convolution kernels in `lora_down` (LyCORIS LoCon).
-- `diffusers`: `unet.*`, `text_encoder.*`, `text_encoder_2.*` with `lora_A`/`lora_B`, `lora.down`/`lora.up`,
-  `lora_linear_layer.down`/`.up` or the old attention-processor `to_q_lora.down`; alphas from the
-  `lora_adapter_metadata` diffusers writes into the header, when present.
-- `peft`: `base_model.model.*.lora_A/lora_B.weight` (`PeftModel.save_pretrained`), alphas from the
-  `adapter_config.json` next to the file, when present.
+- `kohya`: kohya-ss / A1111 / LyCORIS for sd-scripts (`lora_unet_*`, `lora_te_*`, `lora_te1_*`,
+  `lora_te2_*`), with diffusers or SGM/LDM block names;
+- `lycoris_locon`: the same keys, plain LoRAs only, with convolution kernels in `lora_down` (LoCon);
+- `lycoris`: LyCORIS' own networks (`lycoris_*` keys);
+- `diffusers`: `unet.*`, `text_encoder.*`, `text_encoder_2.*`, and the attention-processor layout of the
+  first training scripts; alphas from the `lora_adapter_metadata` diffusers writes into the header;
+- `peft`: `base_model.model.*` (`PeftModel.save_pretrained`), alphas from the `adapter_config.json` next
+  to the file, when present;
 - `zoo`: what `zoo convert lora` writes (see `converters.lora.files`).
 
-An entry is one low-rank update: a down and an up tensor and an optional alpha, under the name the
-file gives the module it changes. Which upstream module that is comes later (`converters.lora.names`).
+Whatever the format, each module's update is a LoRA (with a Tucker `lora_mid` or not), LoHa, LoKr, a
+full diff or a norm diff, possibly a DoRA (`converters.lora.entries`); a file may mix them module by
+module. Which upstream module an entry changes comes later (`converters.lora.names`).
 """
 
 from __future__ import annotations
 
 import json
-import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,69 +31,23 @@ from typing import Any, Literal
 import torch
 
 from converters._checkpoints import open_checkpoint
-from zoo.errors import FormatError, TensorValueError
-from zoo.formats import FORMAT_KEY
+from converters.lora.entries import LoraEntry, check_entries, entry_shapes, group_entries
+from converters.lora.keys import key_format, unsupported_variant
+from zoo.errors import FormatError
+from zoo.formats import FORMAT_KEY, LORA_FORMATS
 from zoo.formats import LORA_FORMAT as ZOO_FORMAT
 from zoo.hub import sha256_file
+from zoo.lora.kinds import KIND_NAMES, rank_of
 
-LoraFormat = Literal["kohya", "lycoris_locon", "diffusers", "peft", "zoo"]
-Role = Literal["down", "up", "alpha"]
+LoraFormat = Literal["kohya", "lycoris_locon", "lycoris", "diffusers", "peft", "zoo"]
 
 DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
 PEFT_CONFIG_NAME = "adapter_config.json"
 SUPPORTED = (
-    "kohya/A1111 (lora_unet_*, lora_te*_* with lora_down/lora_up/alpha), LyCORIS LoCon, "
-    "diffusers (unet.*, text_encoder*.* with lora_A/lora_B or lora.down/lora.up), "
-    "PEFT (base_model.model.*.lora_A/lora_B)"
+    "kohya/A1111 (lora_unet_*, lora_te*_*) and LyCORIS (lycoris_*) with LoRA/LoCon (+ Tucker lora_mid), "
+    "LoHa, LoKr, DoRA (dora_scale), full (diff) and norm (w_norm) updates; diffusers (unet.*, "
+    "text_encoder*.*, attention processors) and PEFT (base_model.model.*) LoRA, DoRA, LoHa and LoKr"
 )
-
-KOHYA_COMPONENTS = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
-KOHYA_COMPONENTS["lora_te2_"] = "text_encoder_2"
-KOHYA_ROLES: dict[str, Role] = {".lora_down.weight": "down", ".lora_up.weight": "up", ".alpha": "alpha"}
-DIFFUSERS_COMPONENTS = {"unet.": "unet", "text_encoder.": "text_encoder", "text_encoder_2.": "text_encoder_2"}
-DIFFUSERS_ROLES: dict[str, Role] = {
-    ".lora_A.weight": "down",
-    ".lora_B.weight": "up",
-    ".lora.down.weight": "down",
-    ".lora.up.weight": "up",
-    ".lora_linear_layer.down.weight": "down",
-    ".lora_linear_layer.up.weight": "up",
-    "_lora.down.weight": "down",  # attention processors: `attn1.processor.to_q_lora.down.weight`
-    "_lora.up.weight": "up",
-    ".alpha": "alpha",
-}
-PEFT_PREFIX = "base_model.model."
-PEFT_ROLES: dict[str, Role] = {".lora_A.weight": "down", ".lora_B.weight": "up"}
-
-# Keys of LoRA variants we recognise but do not implement, with what they are.
-_UNSUPPORTED = (
-    (re.compile(r"\.(hada_w[12]_[ab]|hada_t[12])$"), "LyCORIS LoHa"),
-    (re.compile(r"\.(lokr_w[12](_[ab])?|lokr_t2)$"), "LyCORIS LoKr"),
-    (re.compile(r"\.lora_mid\.weight$"), "LyCORIS LoCon with a Tucker/CP middle (lora_mid)"),
-    (re.compile(r"(\.dora_scale|\.lora_magnitude_vector(\.\w+)?)$"), "DoRA"),
-    (re.compile(r"\.(diff|diff_b|bias_indices|bias_values|bias_size)$"), "LyCORIS full/bias diffs"),
-    (re.compile(r"\.lora_B\.bias$"), "LoRA with a bias (lora_bias)"),
-    (re.compile(r"\.lora_embedding_[AB]$"), "LoRA on embeddings"),
-)
-
-
-@dataclass(frozen=True)
-class LoraEntry:
-    """One low-rank update as the file stores it.
-
-    Attributes:
-        name: The file's name for the module it changes (its keys less their down/up suffix).
-        component: `unet`, `text_encoder` or `text_encoder_2`; "" where the format names none (PEFT).
-        down_key: The key of the down (A) tensor.
-        up_key: The key of the up (B) tensor.
-        alpha_key: The key of its alpha, when the file stores one per entry.
-    """
-
-    name: str
-    component: str
-    down_key: str
-    up_key: str
-    alpha_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +61,7 @@ class LoraFile:
         tensors: Every tensor of the file (LoRA files are small enough to hold).
         metadata: The safetensors header metadata.
         adapter_config: PEFT's `adapter_config.json` next to the file, or diffusers' header metadata for
-            each component (`{"unet": {...}}`); empty when the file carries no alphas this way.
+            each component (`{"unet": {...}}`); empty when the file carries no settings this way.
         sha256: sha256 of the file.
     """
 
@@ -117,45 +73,30 @@ class LoraFile:
     adapter_config: Mapping[str, Mapping[str, Any]]
     sha256: str
 
-    def rank(self, entry: LoraEntry) -> int:
-        return self.tensors[entry.down_key].shape[0]
+    def shapes(self, entry: LoraEntry) -> dict[str, tuple[int, ...]]:
+        """The shape of each of the entry's tensors (alpha aside), by role."""
+        return entry_shapes(entry, self.tensors)
+
+    def rank(self, entry: LoraEntry) -> int | None:
+        """The entry's rank as its tensors show it; None for updates without one."""
+        return rank_of(entry.kind, self.shapes(entry))
 
     def alpha(self, entry: LoraEntry) -> float | None:
         """The entry's own alpha, when the file stores one."""
         return None if entry.alpha_key is None else float(self.tensors[entry.alpha_key].item())
 
-
-# -- classifying keys ---------------------------------------------------------------------------------
-
-
-def _split(key: str, prefixes: Mapping[str, str], roles: Mapping[str, Role]) -> tuple[str, str, Role] | None:
-    """(component, name, role) of a key in a prefix/suffix format, or None when it does not fit."""
-    component = next((c for prefix, c in prefixes.items() if key.startswith(prefix)), None)
-    suffix = next((s for s in roles if key.endswith(s)), None)
-    if component is None or suffix is None:
-        return None
-    return component, key.removesuffix(suffix), roles[suffix]
+    @property
+    def kinds(self) -> dict[str, int]:
+        """How many entries of each kind (`LoRA`, `LoHa`, ..., `DoRA` counted apart), by name."""
+        counts = Counter(_kind_name(entry) for entry in self.entries)
+        return dict(sorted(counts.items()))
 
 
-_LAYOUTS: tuple[tuple[LoraFormat, Mapping[str, str], Mapping[str, Role]], ...] = (
-    ("kohya", KOHYA_COMPONENTS, KOHYA_ROLES),
-    ("diffusers", DIFFUSERS_COMPONENTS, DIFFUSERS_ROLES),
-    ("peft", {PEFT_PREFIX: ""}, PEFT_ROLES),
-)
+def _kind_name(entry: LoraEntry) -> str:
+    return f"DoRA ({KIND_NAMES[entry.kind]})" if entry.magnitude_role else KIND_NAMES[entry.kind]
 
 
-def key_format(key: str) -> tuple[LoraFormat, str, str, Role] | None:
-    """(format, component, name, role) of one key, or None when it fits no format."""
-    for format, prefixes, roles in _LAYOUTS:
-        found = _split(key, prefixes, roles)
-        if found is not None:
-            return (format, *found)
-    return None
-
-
-def unsupported_variant(key: str) -> str | None:
-    """What LoRA variant a key belongs to, when it is one we recognise but do not implement."""
-    return next((what for pattern, what in _UNSUPPORTED if pattern.search(key)), None)
+# -- detecting ----------------------------------------------------------------------------------------
 
 
 def detect_lora_format(keys: Sequence[str], file: Path | None = None) -> LoraFormat:
@@ -175,14 +116,14 @@ def detect_lora_format(keys: Sequence[str], file: Path | None = None) -> LoraFor
             tensor=unknown[0],
             hint=_HINT,
         )
-    by_format: dict[LoraFormat, list[str]] = {}
+    by_format: dict[str, list[str]] = {}
     for key, layout in found.items():
         assert layout is not None
         by_format.setdefault(layout[0], []).append(key)
     if len(by_format) > 1:
         parts = "; ".join(f"{fmt} ({len(ks)} keys, e.g. {_examples(ks, 2)})" for fmt, ks in by_format.items())
         raise FormatError(f"the file mixes LoRA formats: {parts}", file=file, hint="one file, one format")
-    return next(iter(by_format))
+    return next(iter(by_format))  # pyright: ignore[reportReturnType]
 
 
 _HINT = f"supported: {SUPPORTED}"
@@ -193,69 +134,13 @@ def _examples(keys: Sequence[str], shown: int = 5) -> str:
     return ", ".join(repr(key) for key in sorted(keys)[:shown]) + more
 
 
-# -- entries ------------------------------------------------------------------------------------------
-
-
-def group_entries(keys: Sequence[str], file: Path | None = None) -> tuple[LoraEntry, ...]:
-    """Pair every down with its up (and alpha); a half without its partner is an error."""
-    groups: dict[tuple[str, str], dict[Role, str]] = {}
-    for key in keys:
-        found = key_format(key)
-        assert found is not None  # detect_lora_format ran first
-        _format, component, name, role = found
-        roles = groups.setdefault((component, name), {})
-        if role in roles:
-            raise FormatError(f"two keys give the {role} of {name!r}: {roles[role]!r}, {key!r}", file=file)
-        roles[role] = key
-    incomplete = sorted(
-        f"{name} (has {', '.join(sorted(roles))})"
-        for (_c, name), roles in groups.items()
-        if "down" not in roles or "up" not in roles
-    )
-    if incomplete:
-        raise FormatError(
-            f"{len(incomplete)} entries lack a down or an up tensor: {_examples(incomplete)}", file=file
-        )
-    return tuple(
-        LoraEntry(name, component, roles["down"], roles["up"], roles.get("alpha"))
-        for (component, name), roles in sorted(groups.items(), key=lambda item: item[0][1])
-    )
-
-
-def check_entries(entries: Sequence[LoraEntry], tensors: Mapping[str, torch.Tensor], file: Path) -> None:
-    """Finite values, matching ranks, sensible shapes and scalar alphas."""
-    for key, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise TensorValueError("the LoRA holds NaN or Inf", file=file, tensor=key)
-    for entry in entries:
-        down, up = tensors[entry.down_key], tensors[entry.up_key]
-        if down.ndim not in (2, 4) or up.ndim not in (2, 4):
-            raise FormatError(
-                f"down {tuple(down.shape)} / up {tuple(up.shape)}: expected 2-D (Linear) or 4-D (Conv2d)",
-                file=file,
-                tensor=entry.down_key,
-            )
-        if down.shape[0] != up.shape[1]:
-            raise FormatError(
-                f"rank mismatch: lora_down has rank {down.shape[0]}, lora_up has rank {up.shape[1]}",
-                file=file,
-                tensor=entry.down_key,
-                hint=f"{entry.down_key} {tuple(down.shape)} and {entry.up_key} {tuple(up.shape)} must share the rank",
-            )
-        if up.ndim == 4 and tuple(up.shape[2:]) != (1, 1):
-            raise FormatError(
-                f"lora_up has a {tuple(up.shape[2:])} kernel; only 1×1 is supported",
-                file=file,
-                tensor=entry.up_key,
-            )
-        if entry.alpha_key is not None and tensors[entry.alpha_key].numel() != 1:
-            raise FormatError("alpha must be a single number", file=file, tensor=entry.alpha_key)
-
-
 def _is_locon(entries: Sequence[LoraEntry], tensors: Mapping[str, torch.Tensor]) -> bool:
-    return any(
-        tensors[e.down_key].ndim == 4 and tuple(tensors[e.down_key].shape[2:]) != (1, 1) for e in entries
+    """Plain LoRAs only, one of them with a convolution kernel: kohya-named LoCon."""
+    kernels = [tuple(tensors[e.down_key].shape[2:]) for e in entries if e.kind == "lora"]
+    plain = all(
+        e.kind == "lora" and not e.magnitude_role and e.key("lora_mid.weight") is None for e in entries
     )
+    return plain and any(kernel not in ((), (1, 1)) for kernel in kernels)
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -294,18 +179,18 @@ def read_lora(path: str | Path) -> LoraFile:
     """Read a LoRA file of any supported format (safetensors, or a weights-only torch pickle) and check it.
 
     Raises:
-        FormatError: The keys fit no format, mix formats, or belong to an unsupported variant; a down
-            or up is missing; down and up ranks differ.
+        FormatError: The keys fit no format, mix formats, or belong to an unsupported variant; a
+            module's tensors are incomplete, mixed or inconsistent (e.g. down and up ranks differ).
         TensorValueError: A tensor holds NaN or Inf.
     """
     file = Path(path)
     with open_checkpoint(file) as reader:
         keys, metadata = reader.keys(), reader.metadata
-        if metadata.get(FORMAT_KEY) == ZOO_FORMAT:
+        if metadata.get(FORMAT_KEY) in LORA_FORMATS:
             return LoraFile(
                 file, "zoo", (), {k: reader.get(k) for k in keys}, metadata, {}, sha256_file(file)
             )
-        format = detect_lora_format(keys, file)
+        format: LoraFormat = detect_lora_format(keys, file)
         entries = group_entries(keys, file)
         tensors = {key: reader.get(key) for key in keys}
     check_entries(entries, tensors, file)
@@ -316,15 +201,13 @@ def read_lora(path: str | Path) -> LoraFile:
 
 
 __all__ = [
+    "DIFFUSERS_METADATA_KEY",
+    "PEFT_CONFIG_NAME",
     "SUPPORTED",
     "ZOO_FORMAT",
     "LoraEntry",
     "LoraFile",
     "LoraFormat",
-    "check_entries",
     "detect_lora_format",
-    "group_entries",
-    "key_format",
     "read_lora",
-    "unsupported_variant",
 ]

@@ -1,8 +1,8 @@
 """Placing a LoRA file's entries on a base: each entry on exactly one chain layer, or no load at all.
 
 file entry -> upstream module (`names`) -> our layer (`base`, from the traced key map) -> shapes checked
--> our format: `<component>.<chain path>.lora_down.weight` / `.lora_up.weight`, with the entry's
-alpha factor and the caller's scale folded into `up` (in float32, then back to the file's dtype).
+(`converters.lora.ours`, then zoo's own rules, `zoo.lora.kinds`) -> our format:
+`<component>.<chain path>.<role>`, each entry's alpha factor and the caller's scale folded in.
 """
 
 from __future__ import annotations
@@ -15,10 +15,15 @@ import torch
 
 from converters._checkpoints import TensorPlan
 from converters.lora.base import LoraBase, Placement, family_base, lora_families
-from converters.lora.formats import LoraEntry, LoraFile
-from converters.lora.names import entry_factor, upstream_module_names
+from converters.lora.entries import LoraEntry
+from converters.lora.factors import entry_factor
+from converters.lora.formats import LoraFile
+from converters.lora.names import upstream_module_names
+from converters.lora.ours import our_shapes, our_tensor, upstream_fit
 from zoo.errors import ConfigError, CoverageError, ZooError, few
-from zoo.lora import DOWN_SUFFIX, UP_SUFFIX
+from zoo.lora.kinds import DORA_ROLES, fit_problem
+
+_COMPONENT_LESS = ("peft", "lycoris")  # formats whose keys do not say which model they are for
 
 
 @dataclass(frozen=True)
@@ -29,13 +34,25 @@ class PlacedEntry:
     lora_component: str
     module: str
     placement: Placement
-    rank: int
+    rank: int | None
     factor: float
 
     @property
     def key(self) -> str:
         """The layer's key prefix in our LoRA format: `<component>.<chain path>`."""
         return f"{self.placement.component}.{self.placement.path}"
+
+    def describe(self) -> dict[str, object]:
+        """The update's kind and parameters, as recorded in our file's header."""
+        role = self.entry.magnitude_role
+        return {
+            "kind": self.entry.kind,
+            "rank": self.rank,
+            "factor": self.factor,
+            "dora": None if role is None else DORA_ROLES[role],
+            "tucker": any(r in self.entry.keys for r in ("lora_mid.weight", "hada_t1", "lokr_t2")),
+            "module": self.module,
+        }
 
 
 @dataclass(frozen=True)
@@ -62,21 +79,17 @@ class MappedLora:
 
     @property
     def ranks(self) -> list[int]:
-        return sorted({placed.rank for placed in self.placed})
+        return sorted({placed.rank for placed in self.placed if placed.rank is not None})
 
     def plans(self) -> list[TensorPlan]:
         """Our tensors, described before they exist (the streaming writer produces them one by one)."""
         plans: list[TensorPlan] = []
         for placed in self.placed:
-            down, up = self.lora.tensors[placed.entry.down_key], self.lora.tensors[placed.entry.up_key]
-            plans.append(
-                TensorPlan(
-                    placed.key + DOWN_SUFFIX, _down_shape(placed), down.dtype, partial(self._down, placed)
-                )
-            )
-            plans.append(
-                TensorPlan(placed.key + UP_SUFFIX, _up_shape(placed), up.dtype, partial(self._up, placed))
-            )
+            op, factor = placed.placement.op, placed.factor * self.scale
+            for role, shape in our_shapes(self.lora, placed.entry, op).items():
+                dtype = self.lora.tensors[placed.entry.keys[role]].dtype
+                produce = partial(our_tensor, self.lora, placed.entry, role, op, factor)
+                plans.append(TensorPlan(f"{placed.key}.{role}", shape, dtype, produce))
         return plans
 
     def weights(self, component: str) -> dict[str, torch.Tensor]:
@@ -87,25 +100,6 @@ class MappedLora:
             for plan in self.plans()
             if plan.name.startswith(prefix)
         }
-
-    def _down(self, placed: PlacedEntry) -> torch.Tensor:
-        return self.lora.tensors[placed.entry.down_key].reshape(_down_shape(placed))
-
-    def _up(self, placed: PlacedEntry) -> torch.Tensor:
-        """`up` times alpha factor and scale, computed in float32 (at least) and rounded once."""
-        up = self.lora.tensors[placed.entry.up_key]
-        exact = torch.promote_types(up.dtype, torch.float32)
-        folded = up.to(exact) * (placed.factor * self.scale)
-        return folded.to(up.dtype).reshape(_up_shape(placed))
-
-
-def _down_shape(placed: PlacedEntry) -> tuple[int, ...]:
-    return (placed.rank, *placed.placement.weight_shape[1:])
-
-
-def _up_shape(placed: PlacedEntry) -> tuple[int, ...]:
-    out = placed.placement.weight_shape[0]
-    return (out, placed.rank) if placed.placement.kind == "linear" else (out, placed.rank, 1, 1)
 
 
 # -- placing ------------------------------------------------------------------------------------------
@@ -120,20 +114,11 @@ def _candidates(module: str) -> list[str]:
     return list(dict.fromkeys([module, bare, f"text_model.{bare}"]))
 
 
-def _shape_problem(lora: LoraFile, entry: LoraEntry, placement: Placement) -> str | None:
-    """Down must be (rank, in, *kernel) and up (out, rank, 1, 1); 1×1 kernels may be left out."""
-    down, up = lora.tensors[entry.down_key].shape, lora.tensors[entry.up_key].shape
-    out, inputs, kernel = (
-        placement.weight_shape[0],
-        placement.weight_shape[1],
-        tuple(placement.weight_shape[2:]),
-    )
-    pointwise = ((), (1, 1))
-    kernel_fits = tuple(down[2:]) == kernel or (tuple(down[2:]) in pointwise and kernel in pointwise)
-    if down[1] == inputs and kernel_fits and up[0] == out and tuple(up[2:]) in pointwise:
-        return None
-    layer = f"{placement.kind} weight {tuple(placement.weight_shape)}"
-    return f"down {tuple(down)} / up {tuple(up)} do not fit {placement.path} ({layer})"
+def _fit(lora: LoraFile, entry: LoraEntry, placement: Placement) -> str | None:
+    """What keeps the entry off the layer: sizes first, then our format's exact rules."""
+    op = placement.op
+    problem = upstream_fit(lora, entry, op) or fit_problem(entry.kind, our_shapes(lora, entry, op), op)
+    return None if problem is None else f"{problem} ({placement.path}, {op.kind} {op.weight_shape})"
 
 
 def _place_one(
@@ -150,7 +135,7 @@ def _place_one(
             return f"{where}: {reason}"
         placement = index.placements.get(prefix + candidate)
         if placement is not None:
-            problem = _shape_problem(lora, entry, placement)
+            problem = _fit(lora, entry, placement)
             if problem is not None:
                 return f"{where}: {problem}"
             factor = entry_factor(lora, entry, module)
@@ -176,15 +161,18 @@ def _place_all(
     return placed, problems
 
 
-def _peft_component(
-    lora: LoraFile, base: LoraBase, names: dict[LoraEntry, str], allowed: Sequence[str]
+def _one_component(
+    lora: LoraFile, base: LoraBase, allowed: Sequence[str]
 ) -> tuple[list[PlacedEntry], list[str]]:
-    """PEFT files do not say which model they are for: the one component every entry fits."""
-    tries = {c: _place_all(lora, base, names, ((e, c) for e in lora.entries)) for c in allowed}
+    """PEFT and `lycoris_*` files do not say which model they are for: the one component every entry fits."""
+    tries = {
+        c: _place_all(lora, base, upstream_module_names(lora, base, c), ((e, c) for e in lora.entries))
+        for c in allowed
+    }
     fitting = [c for c, (_placed, problems) in tries.items() if not problems]
     if len(fitting) > 1:
         raise ConfigError(
-            f"this PEFT LoRA fits {' and '.join(fitting)} alike: cannot tell which it is for",
+            f"this {lora.format} LoRA fits {' and '.join(fitting)} alike: cannot tell which it is for",
             file=lora.path,
             hint="load it into that model directly (zoo.lora via converters.lora.load_lora)",
         )
@@ -204,17 +192,22 @@ def map_lora(
         base: The base.
         scale: Multiplies every update (folded into the weights with each entry's alpha factor).
         components: Only map entries for these LoRA components (`unet`, `text_encoder`,
-            `text_encoder_2`); the others are returned as `skipped`. Default: every entry must place.
+            `text_encoder_2`); the others are returned as `skipped` (all of a PEFT or `lycoris_*` file's
+            when none fits these components). Default: every entry must place.
 
     Raises:
         CoverageError: Entries that cannot be placed, each with the reason (listed in the message).
+        ConfigError: A scale other than 1 for a file with DoRA entries (it cannot be folded in).
     """
-    names = upstream_module_names(lora, base.layers_per_block)
+    _check_scale(lora, scale)
     allowed = list(components) if components is not None else list(base.lora_components)
-    if lora.format == "peft":
-        skipped: list[LoraEntry] = []
-        placed, problems = _peft_component(lora, base, names, allowed)
+    skipped: list[LoraEntry] = []
+    if lora.format in _COMPONENT_LESS:
+        placed, problems = _one_component(lora, base, allowed)
+        if not placed and components is not None:  # made for another model: nothing here, not an error
+            skipped, problems = list(lora.entries), []
     else:
+        names = upstream_module_names(lora, base)
         chosen = [e for e in lora.entries if components is None or e.component in allowed]
         skipped = [e for e in lora.entries if e not in chosen]
         placed, problems = _place_all(lora, base, names, ((e, e.component) for e in chosen))
@@ -228,6 +221,16 @@ def map_lora(
     return MappedLora(lora, base, scale, tuple(placed), tuple(skipped))
 
 
+def _check_scale(lora: LoraFile, scale: float) -> None:
+    doras = [entry.name for entry in lora.entries if entry.magnitude_role is not None]
+    if doras and scale != 1:
+        raise ConfigError(
+            f"a scale of {scale:g} cannot be folded into DoRA entries (e.g. {doras[0]}): DoRA is not linear in it",
+            file=lora.path,
+            hint="convert at scale 1 and give the scale when loading (load_lora(..., scale=...))",
+        )
+
+
 def _family_hint(lora: LoraFile, base: LoraBase) -> str | None:
     """When every entry's module exists, by name, in another family: say so."""
     for family in lora_families():
@@ -235,24 +238,30 @@ def _family_hint(lora: LoraFile, base: LoraBase) -> str | None:
             continue
         try:
             other = family_base(family)
-            names = upstream_module_names(lora, other.layers_per_block)
+            if lora.entries and _all_exist(lora, other):
+                return f"every module this LoRA names exists in {family}: is it a LoRA for {family}?"
         except ZooError:
             continue
-        if lora.entries and all(_exists(other, e, names[e]) for e in lora.entries):
-            return f"every module this LoRA names exists in {family}: is it a LoRA for {family}?"
     return "check that the LoRA was trained for this base"
 
 
-def _exists(base: LoraBase, entry: LoraEntry, module: str) -> bool:
-    """Whether the base's upstream models have a module of that name (names only: no trace needed)."""
-    components = [entry.component] if entry.component else list(base.lora_components)
-    for component in components:
-        model = base.model_for(component)
-        if model is not None:
-            names, prefix = model.upstream_modules(), model.prefix(component)
-            if any(prefix + c in names for c in _candidates(module)):
-                return True
-    return False
+def _all_exist(lora: LoraFile, base: LoraBase) -> bool:
+    """Whether the base's upstream models have a module of each entry's name (names only: no trace)."""
+    if lora.format in _COMPONENT_LESS:
+        return any(
+            all(_exists(base, c, module) for module in upstream_module_names(lora, base, c).values())
+            for c in base.lora_components
+        )
+    names = upstream_module_names(lora, base)
+    return all(_exists(base, entry.component, names[entry]) for entry in lora.entries)
+
+
+def _exists(base: LoraBase, component: str, module: str) -> bool:
+    model = base.model_for(component)
+    if model is None:
+        return False
+    names, prefix = model.upstream_modules(), model.prefix(component)
+    return any(prefix + c in names for c in _candidates(module))
 
 
 __all__ = ["MappedLora", "PlacedEntry", "map_lora"]

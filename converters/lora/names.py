@@ -1,54 +1,112 @@
 """From the names a LoRA file gives its entries to upstream (diffusers / transformers) module names.
 
-kohya and the older diffusers layouts are renamed by diffusers' own conversion utilities, called on the
-key names alone (each tensor stands in as its key, so nothing is copied): kohya keys go through
-`_maybe_map_sgm_blocks_to_diffusers` (SGM/LDM block numbers, which needs the base's `layers_per_block`)
-and `_convert_non_diffusers_lora_to_diffusers`; then every diffusers layout is brought to PEFT names
-(`<module>.lora_A.weight`) by `convert_unet_state_dict_to_peft` (UNet) or `convert_state_dict_to_diffusers`
-+ `convert_state_dict_to_peft` (text encoders), with the source layout stated rather than guessed.
+- kohya and LyCORIS names (`lora_unet_down_blocks_0_..._to_q`, `lycoris_...`) are the module's path with
+  `_` for `.`: they are looked up among the base's upstream module names, written the same way (CLIP's
+  `text_model.` may be there or not). Names that are not found, SGM/LDM block names above all, go
+  through diffusers' own conversion utilities, on the key names alone (each tensor stands in as its key,
+  so nothing is copied): `_maybe_map_sgm_blocks_to_diffusers` (SGM block numbers, which needs the
+  base's `layers_per_block`) and `_convert_non_diffusers_lora_to_diffusers`;
+- diffusers LoRA layouts are brought to PEFT names (`<module>.lora_A.weight`) by
+  `convert_unet_state_dict_to_peft` (UNet) or `convert_state_dict_to_diffusers` +
+  `convert_state_dict_to_peft` (text encoders), with the source layout stated rather than guessed;
+  diffusers' LoHa, LoKr and DoRA keys already name the module;
+- PEFT names are module paths.
 
-Also here: the scale each entry's alpha gives, `alpha / rank` (or `alpha / sqrt(rank)` for rsLoRA),
-and 1 when the file gives no alpha, as diffusers and kohya do.
+`lycoris_*` and PEFT files do not say which model they were made on: their names are read for one
+component at a time (`component`).
 """
 
 from __future__ import annotations
 
-import math
-import re
 import types
 from collections.abc import Mapping
 from typing import Any
 
-from converters.lora.formats import LoraEntry, LoraFile
+from converters.lora.base import LoraBase
+from converters.lora.entries import LoraEntry
+from converters.lora.formats import LoraFile
+from converters.lora.keys import DIFFUSERS_COMPONENTS, KOHYA_COMPONENTS, LYCORIS_PREFIX, PEFT_PREFIX
 from zoo.errors import FormatError
 
 _SGM_BLOCKS = ("input_blocks", "middle_block", "output_blocks")
 _DIFFUSERS_BLOCKS = ("down_blocks", "mid_block", "up_blocks")
 _PEFT_DOWN = ".lora_A.weight"
+_CLIP_PREFIX = "text_model_"
 
 
-def upstream_module_names(lora: LoraFile, layers_per_block: int | None) -> dict[LoraEntry, str]:
+def upstream_module_names(
+    lora: LoraFile, base: LoraBase, component: str | None = None
+) -> dict[LoraEntry, str]:
     """Each entry's upstream module name, relative to its component (`down_blocks.1.attentions.0...to_q`).
 
     Args:
         lora: The file.
-        layers_per_block: The base UNet's, to number SGM/LDM blocks (None when the base has no UNet).
+        base: The base, for its module names and its UNet's `layers_per_block` (SGM block numbers).
+        component: The LoRA component to read `lycoris_*` and PEFT names for (`unet`, `text_encoder`...).
     """
     if lora.format in ("kohya", "lycoris_locon"):
-        return _kohya_names(lora, layers_per_block)
+        return _kohya_names(lora, base)
+    if lora.format == "lycoris":
+        flat = {entry: entry.name.removeprefix(LYCORIS_PREFIX) for entry in lora.entries}
+        return {entry: _flat_lookup(base, component or "", name) or name for entry, name in flat.items()}
     if lora.format == "diffusers":
         return _diffusers_names(lora)
     if lora.format == "peft":
-        return {entry: entry.name.removeprefix("base_model.model.") for entry in lora.entries}
+        return {entry: entry.name.removeprefix(PEFT_PREFIX) for entry in lora.entries}
     raise ValueError(f"{lora.format} files name chain layers, not upstream modules")
 
 
-def _kohya_names(lora: LoraFile, layers_per_block: int | None) -> dict[LoraEntry, str]:
+def _flat_lookup(base: LoraBase, component: str, flat: str) -> str | None:
+    """The module a `_`-joined name means in one component; None when there is none."""
+    model = base.model_for(component)
+    if model is None:
+        return None
+    names = model.flat_names(component)
+    candidates = (flat, flat.removeprefix(_CLIP_PREFIX), _CLIP_PREFIX + flat)
+    return next((names[c] for c in candidates if c in names), None)
+
+
+def _kohya_prefix(name: str) -> str:
+    return max((prefix for prefix in KOHYA_COMPONENTS if name.startswith(prefix)), key=len)
+
+
+def _kohya_names(lora: LoraFile, base: LoraBase) -> dict[LoraEntry, str]:
+    flat = {entry: entry.name.removeprefix(_kohya_prefix(entry.name)) for entry in lora.entries}
+    found = {entry: _flat_lookup(base, entry.component, name) for entry, name in flat.items()}
+    rest = [entry for entry, module in found.items() if module is None]
+    renamed = _diffusers_renamed(lora, rest, base.layers_per_block) if rest else {}
+    return {entry: module or renamed.get(entry) or flat[entry] for entry, module in found.items()}
+
+
+def _diffusers_renamed(
+    lora: LoraFile, entries: list[LoraEntry], layers_per_block: int | None
+) -> dict[LoraEntry, str]:
+    """kohya names diffusers' conversion utilities rename (SGM block names, mostly)."""
     from diffusers.loaders.lora_conversion_utils import (
         _convert_non_diffusers_lora_to_diffusers,  # pyright: ignore[reportPrivateUsage]
         _maybe_map_sgm_blocks_to_diffusers,  # pyright: ignore[reportPrivateUsage]
     )
 
+    sgm = _check_blocks(lora, entries, layers_per_block)
+    placeholders: dict[str, Any] = {}
+    stand_ins: dict[str, LoraEntry] = {}
+    for entry in entries:  # every kind stands in as a LoRA: the conversion renames names only
+        down, up = f"{entry.name}.lora_down.weight", f"{entry.name}.lora_up.weight"
+        placeholders[down], placeholders[up] = down, up
+        stand_ins[down] = entry
+    try:
+        if sgm:
+            config = types.SimpleNamespace(layers_per_block=layers_per_block)
+            placeholders = _maybe_map_sgm_blocks_to_diffusers(placeholders, config)
+        renamed, _alphas = _convert_non_diffusers_lora_to_diffusers(placeholders)
+    except (ValueError, KeyError, IndexError) as error:
+        raise FormatError(f"diffusers cannot rename these kohya keys: {error}", file=lora.path) from None
+    modules = _modules_of_down(_to_peft(renamed))
+    return {entry: modules[down] for down, entry in stand_ins.items() if down in modules}
+
+
+def _check_blocks(lora: LoraFile, entries: list[LoraEntry], layers_per_block: int | None) -> bool:
+    """Whether the names use SGM/LDM blocks; SGM and diffusers block names in one file are an error."""
     unet_names = [entry.name for entry in lora.entries if entry.component == "unet"]
     sgm = [name for name in unet_names if any(block in name for block in _SGM_BLOCKS)]
     if sgm and any(any(block in name for block in _DIFFUSERS_BLOCKS) for name in unet_names):
@@ -59,24 +117,25 @@ def _kohya_names(lora: LoraFile, layers_per_block: int | None) -> dict[LoraEntry
         )
     if sgm and layers_per_block is None:
         raise FormatError("SGM/LDM block names need a base with a UNet to number them", file=lora.path)
-    placeholders: dict[str, Any] = {}
-    for entry in lora.entries:
-        placeholders[entry.down_key], placeholders[entry.up_key] = entry.down_key, entry.up_key
-        if entry.alpha_key is not None:  # diffusers reads alphas with `.item()`; we take them from the file
-            placeholders[entry.alpha_key] = lora.tensors[entry.alpha_key]
-    try:
-        if sgm:
-            config = types.SimpleNamespace(layers_per_block=layers_per_block)
-            placeholders = _maybe_map_sgm_blocks_to_diffusers(placeholders, config)
-        renamed, _alphas = _convert_non_diffusers_lora_to_diffusers(placeholders)
-    except (ValueError, KeyError, IndexError) as error:
-        raise FormatError(f"diffusers cannot rename these kohya keys: {error}", file=lora.path) from None
-    return _modules_from(lora, _to_peft(renamed))
+    return bool(sgm) and any(any(block in entry.name for block in _SGM_BLOCKS) for entry in entries)
 
 
 def _diffusers_names(lora: LoraFile) -> dict[LoraEntry, str]:
-    keys = {key: key for entry in lora.entries for key in (entry.down_key, entry.up_key)}
-    return _modules_from(lora, _to_peft(keys))
+    lora_entries = [entry for entry in lora.entries if entry.key("lora_down.weight") is not None]
+    keys = {_prefixed(key): key for entry in lora_entries for key in (entry.down_key, entry.up_key)}
+    modules = _modules_of_down(_to_peft(keys))
+    missing = [entry.down_key for entry in lora_entries if entry.down_key not in modules]
+    if missing:
+        raise FormatError(
+            f"diffusers could not rename {len(missing)} key(s), e.g. {missing[:3]}", file=lora.path
+        )
+    names = {entry: modules[entry.down_key] for entry in lora_entries}
+    return names | {entry: entry.name.partition(".")[2] for entry in lora.entries if entry not in names}
+
+
+def _prefixed(key: str) -> str:
+    """The attention-processor layout without `unet.` is the UNet's: say so for the conversion."""
+    return key if key.startswith(tuple(DIFFUSERS_COMPONENTS)) else f"unet.{key}"
 
 
 def _to_peft(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,47 +154,13 @@ def _to_peft(state: Mapping[str, Any]) -> dict[str, Any]:
     return {**convert_unet_state_dict_to_peft(unet), **text}
 
 
-def _modules_from(lora: LoraFile, peft_keys: Mapping[str, Any]) -> dict[LoraEntry, str]:
-    """Read each entry's module back from the PEFT name its down key became."""
-    module_of_down = {
+def _modules_of_down(peft_keys: Mapping[str, Any]) -> dict[str, str]:
+    """The file's down key (the placeholder value) -> the module the PEFT name it became names."""
+    return {
         value: key.removesuffix(_PEFT_DOWN).partition(".")[2]
         for key, value in peft_keys.items()
         if isinstance(value, str) and key.endswith(_PEFT_DOWN)
     }
-    missing = [entry.down_key for entry in lora.entries if entry.down_key not in module_of_down]
-    if missing:
-        raise FormatError(
-            f"diffusers could not rename {len(missing)} key(s), e.g. {missing[:3]}", file=lora.path
-        )
-    return {entry: module_of_down[entry.down_key] for entry in lora.entries}
 
 
-# -- alphas -------------------------------------------------------------------------------------------
-
-
-def entry_factor(lora: LoraFile, entry: LoraEntry, module: str) -> float:
-    """The factor alpha gives the update: `alpha / rank`, `alpha / sqrt(rank)` for rsLoRA, 1 without alpha."""
-    rank = lora.rank(entry)
-    alpha = lora.alpha(entry)
-    settings = lora.adapter_config.get(entry.component) or lora.adapter_config.get("")
-    if settings:
-        if settings.get("use_dora"):
-            raise FormatError("this LoRA is a DoRA (use_dora in its settings): not supported", file=lora.path)
-        if alpha is None:
-            alpha = float(
-                _pattern_value(settings.get("alpha_pattern") or {}, module, settings.get("lora_alpha", rank))
-            )
-        if settings.get("use_rslora"):
-            return alpha / math.sqrt(rank)
-    return 1.0 if alpha is None else alpha / rank
-
-
-def _pattern_value(patterns: Mapping[str, Any], module: str, default: Any) -> Any:
-    """PEFT's rule: a pattern applies to a module whose name ends with it, at a dot boundary."""
-    for pattern, value in patterns.items():
-        if re.match(rf"(.*\.)?({pattern})$", module):
-            return value
-    return default
-
-
-__all__ = ["entry_factor", "upstream_module_names"]
+__all__ = ["upstream_module_names"]

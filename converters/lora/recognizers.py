@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from converters.family import Recognizer, Shapes
-from converters.lora.formats import key_format, unsupported_variant
+from converters.lora.keys import key_format, unsupported_variant
 
 
 def _lora_format(shapes: Shapes) -> str | None:
@@ -20,7 +20,9 @@ def _is_unsupported_variant(shapes: Shapes) -> bool:
 
 
 RECOGNIZERS = (
-    Recognizer("a LoRA variant zoo does not convert yet (LoHa, LoKr, DoRA, ...)", _is_unsupported_variant),
+    Recognizer(
+        "a LoRA variant zoo does not convert yet (OFT, BOFT, GLoRA, (IA)³, ...)", _is_unsupported_variant
+    ),
     Recognizer("a LoRA: convert it with `zoo convert lora FILE --base BASE`", _is_lora),
 )
 

@@ -55,11 +55,12 @@ def lora_entry(result: LoraConversionResult, root: Path) -> dict[str, Any]:
         "num_params": result.params,
         "unknown": {},
     }
-    ranks = ",".join(map(str, result.ranks))
+    ranks = ",".join(map(str, result.ranks)) or "none"
+    kinds = ", ".join(f"{kind} {count}" for kind, count in result.kinds.items())
     return {
         "type": "lora",
         "name": name,
-        "description": f"{result.format} LoRA {result.source.name} (rank {ranks}) on {result.family}, "
+        "description": f"{result.format} LoRA {result.source.name} ({kinds}; rank {ranks}) on {result.family}, "
         f"in zoo's LoRA format (scale {result.scale:g} folded in)",
         "license": license,
         "sources": sources,

@@ -58,7 +58,7 @@ def test_convert_writes_our_format(tiny: dict[str, TinyFamily], kohya: Path, tmp
     )
     with safe_open(str(output), "pt") as handle:
         metadata = handle.metadata()
-    assert metadata["zoo.format"] == "zoo.lora/1" and metadata["zoo.lora.base"] == "sdxl"
+    assert metadata["zoo.format"] == "zoo.lora/2" and metadata["zoo.lora.base"] == "sdxl"
     assert metadata["zoo.lora.source_format"] == "kohya" and metadata["zoo.lora.rank"] == "4"
     assert metadata["zoo.lora.source_sha256"] == summary["source_sha256"]
 

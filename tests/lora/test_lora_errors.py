@@ -140,9 +140,10 @@ def test_shapes_that_do_not_fit_are_refused(tiny: dict[str, TinyFamily], tmp_pat
             {"lora_unet_a.lora_down.weight", "unet.b.lora_A.weight", "unet.b.lora_B.weight"},
             "mixes LoRA formats",
         ),
-        ({"lora_unet_a.hada_w1_a", "lora_unet_a.hada_w1_b"}, "LoHa"),
-        ({"lora_unet_a.lora_down.weight", "lora_unet_a.dora_scale"}, "DoRA"),
-        ({"lora_unet_a.lora_down.weight"}, "lack a down or an up"),
+        ({"lora_unet_a.hada_w1_a", "lora_unet_a.hada_w1_b"}, "lacks hada_w2_a, hada_w2_b"),
+        ({"lora_unet_a.lora_down.weight", "lora_unet_a.hada_w1_a"}, "mixes LoHa and LoRA"),
+        ({"lora_unet_a.lora_down.weight", "lora_unet_a.oft_blocks"}, "LyCORIS OFT"),
+        ({"lora_unet_a.lora_down.weight"}, "the down or up half of a LoRA is missing"),
         ({"first_stage_model.encoder.conv_in.weight"}, "fit no LoRA format"),
     ],
 )

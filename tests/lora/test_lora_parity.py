@@ -155,7 +155,7 @@ def test_sgm_block_names_map_to_the_diffusers_modules(tiny: dict[str, TinyFamily
         handmade_kohya(fam.upstream("unet"), LOCON_TINY_SDXL, rank=2, alpha=lambda n: n + 1, seed=8), path
     )
     lora = read_lora(path)
-    names = upstream_module_names(lora, resolve_base(fam.out).layers_per_block)
+    names = upstream_module_names(lora, resolve_base(fam.out))
     assert {
         entry.name.removeprefix("lora_unet_"): module for entry, module in names.items()
     } == LOCON_TINY_SDXL
@@ -174,8 +174,9 @@ def test_per_entry_alphas_are_folded_per_entry(tiny: dict[str, TinyFamily], tmp_
     ours = fam.ours("unet")
     load_lora(ours, path, name="alphas")
     lora = read_lora(path)
-    names = upstream_module_names(lora, 1)
-    index = resolve_base(fam.out).model_for("unet").index()  # pyright: ignore[reportOptionalMemberAccess]
+    base = resolve_base(fam.out)
+    names = upstream_module_names(lora, base)
+    index = base.model_for("unet").index()  # pyright: ignore[reportOptionalMemberAccess]
     paths = {entry: index.placements[module].path for entry, module in names.items()}
     deltas = {
         adapter.target: adapter.loras["alphas"].delta_weight()

@@ -4,7 +4,13 @@ Import it as `import zoo.fluxion as fl`.
 """
 
 from zoo.fluxion.adapters.adapter import Adapter
+from zoo.fluxion.adapters.delta import LayerDelta, LayerOp, WeightDelta
+from zoo.fluxion.adapters.diff import Diff
+from zoo.fluxion.adapters.dora import Dora
+from zoo.fluxion.adapters.loha import Loha
+from zoo.fluxion.adapters.lokr import Lokr
 from zoo.fluxion.adapters.lora import Conv2dLora, LinearLora, Lora, LoraAdapter
+from zoo.fluxion.adapters.tucker import TuckerConv2dLora
 from zoo.fluxion.chain import (
     Chain,
     Concatenate,
@@ -71,7 +77,9 @@ __all__ = [
     "Conv2dLora",
     "Converter",
     "ConverterError",
+    "Diff",
     "Distribute",
+    "Dora",
     "Downsample",
     "Embedding",
     "Flatten",
@@ -82,9 +90,13 @@ __all__ = [
     "Identity",
     "Interpolate",
     "Lambda",
+    "LayerDelta",
     "LayerNorm",
+    "LayerOp",
     "Linear",
     "LinearLora",
+    "Loha",
+    "Lokr",
     "Lora",
     "LoraAdapter",
     "LoraNameError",
@@ -107,9 +119,11 @@ __all__ = [
     "Slicing",
     "Sum",
     "Transpose",
+    "TuckerConv2dLora",
     "Unflatten",
     "Upsample",
     "UseContext",
+    "WeightDelta",
     "WeightedModule",
     "adapter_key_map",
     "adapter_state_dict",

@@ -1,8 +1,10 @@
 """LoRA: low-rank additive updates of Linear and Conv2d layers.
 
 A LoRA computes `scale * up(down(x))` with `down` of rank `rank` and `up` initialised to zero, so a
-fresh LoRA changes nothing. `LoraAdapter` puts a target layer and any number of named LoRAs in a `Sum`.
-LoRAs are built empty, like a target (`for_target`), or from tensors (`from_weights`, `Lora.from_dict`).
+fresh LoRA changes nothing (a Tucker LoRA runs a `mid` convolution in between). `LoraAdapter` puts a
+target layer and any number of named updates in a `Sum`: LoRAs, and the other `LayerDelta`s (LoHa,
+LoKr, stored diffs, DoRA). LoRAs are built empty, like a target (`for_target`), or from tensors
+(`from_weights`, `Lora.from_dict`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from zoo.fluxion.adapters.adapter import Adapter
+from zoo.fluxion.adapters.delta import LayerDelta
 from zoo.fluxion.chain import Chain, Sum
 from zoo.fluxion.errors import FluxionError, LoraNameError, LoraWeightsError
 from zoo.fluxion.layers.basics import Multiply
@@ -20,13 +23,24 @@ from zoo.fluxion.layers.weighted import Conv2d, Device, DType, Linear
 from zoo.fluxion.module import WeightedModule
 
 
-class Lora(Chain):
-    """Base of LoRA chains: `down`, then `up`, then a scale. Identified by `name`."""
+class Lora(Chain, LayerDelta):
+    """Base of LoRA chains: `down`, then `mid` (Tucker LoRAs only), then `up`, then a scale.
 
-    def __init__(self, name: str, down: WeightedModule, up: WeightedModule, rank: int, scale: float) -> None:
+    Identified by `name`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        down: WeightedModule,
+        up: WeightedModule,
+        rank: int,
+        scale: float,
+        mid: WeightedModule | None = None,
+    ) -> None:
         self.name, self.rank = name, rank
         nn.init.zeros_(up.weight)
-        super().__init__(down, up, Multiply(scale))
+        super().__init__(down, *([] if mid is None else [mid]), up, Multiply(scale))
 
     @property
     def down(self) -> WeightedModule:
@@ -34,9 +48,14 @@ class Lora(Chain):
         return self[0]  # pyright: ignore[reportReturnType]
 
     @property
+    def mid(self) -> WeightedModule | None:
+        """The core between `down` and `up` of a Tucker LoRA; None for a plain one."""
+        return self[1] if len(self) == 4 else None  # pyright: ignore[reportReturnType]
+
+    @property
     def up(self) -> WeightedModule:
         """The projection back, zero at initialisation."""
-        return self[1]  # pyright: ignore[reportReturnType]
+        return self[-2]  # pyright: ignore[reportReturnType]
 
     @property
     def scale(self) -> float:
@@ -84,8 +103,11 @@ class Lora(Chain):
         return {prefix: _from_pair(name, down, up, scale) for prefix, (down, up) in pairs.items()}
 
     def delta_weight(self) -> torch.Tensor:
-        """The update this LoRA adds to its target's weight (`scale * up @ down`)."""
+        """The update this LoRA adds to its target's weight (`scale * up @ down`, through `mid` if any)."""
         down, up = self.down.weight, self.up.weight
+        if self.mid is not None:
+            core = self.mid.weight  # (rank, rank, kh, kw): contracted with up on its first index
+            return self.scale * torch.einsum("ij...,oi,jn->on...", core, up.flatten(1), down.flatten(1))
         product = up.flatten(1) @ down.flatten(1)
         return self.scale * product.reshape(up.shape[0], *down.shape[1:])
 
@@ -252,7 +274,7 @@ class Conv2dLora(Lora):
 
 
 class LoraAdapter(Sum, Adapter[WeightedModule]):
-    """The target layer plus one or more named LoRAs, summed.
+    """The target layer plus one or more named LoRAs (any `LayerDelta`), summed.
 
     Example:
         >>> import torch, zoo.fluxion as fl
@@ -262,15 +284,15 @@ class LoraAdapter(Sum, Adapter[WeightedModule]):
         ['a']
     """
 
-    def __init__(self, target: WeightedModule, *loras: Lora) -> None:
+    def __init__(self, target: WeightedModule, *loras: LayerDelta) -> None:
         with self.setup_adapter(target):
             super().__init__(target, *loras)
         self._check_names()
 
     @property
-    def loras(self) -> dict[str, Lora]:
-        """The LoRAs by name."""
-        return {lora.name: lora for lora in self.layers(Lora, recurse=False)}
+    def loras(self) -> dict[str, LayerDelta]:
+        """The LoRAs (and the other updates) by name."""
+        return {lora.name: lora for lora in self.layers(LayerDelta, recurse=False)}
 
     @property
     def lora_names(self) -> list[str]:
@@ -321,13 +343,13 @@ class LoraAdapter(Sum, Adapter[WeightedModule]):
         for name, value in values.items():
             loras[name].scale = value
 
-    def add_lora(self, lora: Lora) -> None:
+    def add_lora(self, lora: LayerDelta) -> None:
         """Add a LoRA; its name must be new (the adapter is left unchanged otherwise)."""
         if lora.name in self.loras:
             raise ValueError(f"LoRA names must be unique within an adapter: {lora.name!r} is already here")
         self.append(lora)
 
-    def remove_lora(self, name: str) -> Lora:
+    def remove_lora(self, name: str) -> LayerDelta:
         """Remove the LoRA called `name` and return it."""
         lora = self.loras.get(name)
         if lora is None:
@@ -336,7 +358,7 @@ class LoraAdapter(Sum, Adapter[WeightedModule]):
         return lora
 
     def _check_names(self) -> None:
-        names = [lora.name for lora in self.layers(Lora, recurse=False)]
+        names = [lora.name for lora in self.layers(LayerDelta, recurse=False)]
         if len(set(names)) != len(names):
             raise ValueError(f"LoRA names must be unique within an adapter, got {names}")
 
