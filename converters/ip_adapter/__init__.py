@@ -105,6 +105,15 @@ _OTHER_VARIANTS = (
         IPAdapterConfig.sd15_full_face(),
         "models/ip-adapter-full-face_sd15.safetensors",
     ),
+    IPAdapterVariant(
+        f"{ON_SD15}_vit_g",
+        "IP-Adapter",
+        sd15.UNET,
+        SD15,
+        VIT_BIG_G14,
+        IPAdapterConfig.sd15_vit_g(),
+        "models/ip-adapter_sd15_vit-G.safetensors",
+    ),
 )
 VARIANTS = {variant.component: variant for variant in (*_DEFAULT_VARIANTS, *_OTHER_VARIANTS)}
 KNOWN_BASES = tuple(
