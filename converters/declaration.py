@@ -39,6 +39,29 @@ class PinnedFile:
 
 
 @dataclass(frozen=True)
+class BasedFile:
+    """An upstream file that converts only against a base model zoo converted (a Control-LoRA, which holds
+    changes to its base's weights): declared so that `zoo list` and `zoo inspect` know it, and so that a
+    recorded run of it inherits its licence.
+
+    Attributes:
+        name: Its manifest entry name, `<family>/<file stem>` (never a registry name).
+        description: One line for `zoo list`.
+        pinned: The Hub file (revision and sha256 None while unknown, with the reason).
+        base: The registry name of the conversion whose output it goes on (`--base OUT/<base>`).
+        license_name: The licence's name, when `pinned.license` is `other`.
+        license_link: Where that licence is written.
+    """
+
+    name: str
+    description: str
+    pinned: PinnedFile
+    base: str
+    license_name: str | None = None
+    license_link: str | None = None
+
+
+@dataclass(frozen=True)
 class KeyNormalization:
     """How a file's tensor names map onto the upstream model's state-dict names."""
 
@@ -208,6 +231,7 @@ __all__ = [
     "ASSET_ROLES",
     "Asset",
     "AssetRole",
+    "BasedFile",
     "Conversion",
     "KeyNormalization",
     "PinnedFile",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from converters.declaration import Conversion, Shape
+from converters.declaration import BasedFile, Conversion, Shape
 
 Shapes = Mapping[str, Shape]
 
@@ -78,6 +78,8 @@ class Family:
             its own source, rather than parts of one pipeline: named with `--source`, the family
             converts the one conversion the source is (`converters._convert.pick`); with `--synthetic`,
             a conversion must be named.
+        based_files: Upstream files that convert only against a base zoo converted (adapters that
+            change their base's weights), for `zoo list`, `zoo inspect` and the licence of a run.
     """
 
     name: str
@@ -89,6 +91,7 @@ class Family:
     recognizers: tuple[Recognizer, ...] = ()
     lora_parts: tuple[str, ...] = ()
     alternatives: bool = False
+    based_files: tuple[BasedFile, ...] = ()
 
     @property
     def declared(self) -> tuple[Conversion, ...]:

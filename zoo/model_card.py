@@ -157,16 +157,24 @@ def build_model_card(publication: Publication, repo: str) -> Any:
     from huggingface_hub import ModelCard, ModelCardData
 
     entries = list(publication.entries.values())
-    bases = sorted({s["repo"] for e in entries for s in e["sources"] if s["kind"] == "hub"})
-    families = sorted({e["name"].split(".", 1)[0] for e in entries})
+    # Hub sources, and local files an entry identified as a declared Hub file (they carry its repo).
+    bases = sorted({s["repo"] for e in entries for s in e["sources"] if s.get("repo")})
+    families = sorted({re.split(r"[./]", e["name"], maxsplit=1)[0] for e in entries})
     data = ModelCardData(
         base_model=bases[0] if len(bases) == 1 else bases,
         license=entries[0]["license"] if len({e["license"] for e in entries}) == 1 else None,
         library_name=LIBRARY_NAME,
         tags=["zoo", "safetensors", *families, *(e["name"] for e in entries)],
+        license_name=_license_detail(entries[0], "license_name"),
+        license_link=_license_detail(entries[0], "license_link"),
     )
     body = "\n".join(_body(publication, repo, bases))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def _license_detail(entry: Mapping[str, Any], key: str) -> str | None:
+    """The name or link of an `other` licence, for entries that record them."""
+    return entry.get(key) if entry["license"] == "other" else None
 
 
 def _body(publication: Publication, repo: str, bases: list[str]) -> list[str]:
@@ -230,7 +238,7 @@ def _parity(entry: Mapping[str, Any]) -> list[str]:
 
 def _reproduce(entry: Mapping[str, Any]) -> list[str]:
     recipe, revision = entry["convert"], recipe_revision(entry)
-    command = f"zoo convert {entry['name']} --source {recipe['source']}"
+    command = recipe.get("command") or f"zoo convert {entry['name']} --source {recipe['source']}"
     command += f" --revision {revision}" if revision else ""
     command += f" --dtype {recipe['dtype']}" if recipe["dtype"] != "keep" else ""
     weights = weights_output(entry)

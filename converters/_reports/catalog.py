@@ -1,4 +1,5 @@
-"""`zoo list`: every declared conversion as plain data, and whether its outputs are in OUT."""
+"""`zoo list`: every declared conversion (and declared file converted on a base) as plain data, and
+whether its outputs are in OUT."""
 
 from __future__ import annotations
 
@@ -6,19 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from converters import registry
-from converters.declaration import Conversion, UpstreamPart
+from converters.declaration import Conversion, PinnedFile, UpstreamPart
 from zoo.errors import FormatError
 from zoo.formats import CONFIG_NAME, WEIGHTS_NAME
 from zoo.manifest import MANIFEST_NAME, Manifest, check_files, read_manifest
 
 
 def describe_conversions(out: Path | None = None) -> list[dict[str, Any]]:
-    """Every declared conversion as plain data, its pinned sources included.
+    """Every declared conversion as plain data, its pinned sources included; then every declared file
+    that converts only against a base (`Family.based_files`), with the base it goes on.
 
     With `out`, also whether its outputs are in `out/<name>/` and match `out/manifest.json` by sha256.
     """
     manifest = _output_manifest(out)
-    return [
+    conversions = [
         {
             "name": c.name,
             "family": c.family,
@@ -27,30 +29,58 @@ def describe_conversions(out: Path | None = None) -> list[dict[str, Any]]:
             "license": c.license,
             "parts": [p.subfolder for p in c.parts],
             "upstream_classes": [p.library_class for p in c.parts],
-            "pinned": [
-                {"file": p.pinned.filename, "revision": p.pinned.revision, "sha256": p.pinned.sha256}
-                for p in c.parts
-                if p.pinned is not None
-            ],
+            "pinned": [_pin_facts(p.pinned) for p in c.parts if p.pinned is not None],
             "sources": [_pinned_source(c, p) for p in c.parts],
             "single_file": c.single_file is not None,
+            "base": None,
             "outputs": _output_status(c.name, out, manifest) if out is not None else None,
         }
         for c in registry.all_conversions().values()
     ]
+    return conversions + _based_files(out, manifest)
+
+
+def _based_files(out: Path | None, manifest: Manifest | str | None) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f.name,
+            "family": family.name,
+            "description": f"{f.description} (zoo convert {family.name.replace('_', '-')} FILE "
+            f"--base OUT/{f.base})",
+            "hub_repo": f.pinned.repo,
+            "license": f.pinned.license,
+            "parts": [],
+            "upstream_classes": [],
+            "pinned": [_pin_facts(f.pinned)],
+            "sources": [_pin_record(f.pinned, f.pinned.license)],
+            "single_file": False,
+            "base": f.base,
+            "outputs": _output_status(f.name, out, manifest) if out is not None else None,
+        }
+        for family in registry.families().values()
+        for f in family.based_files
+    ]
+
+
+def _pin_facts(pin: PinnedFile) -> dict[str, Any]:
+    return {"file": pin.filename, "revision": pin.revision, "sha256": pin.sha256}
 
 
 def _pinned_source(conversion: Conversion, part: UpstreamPart) -> dict[str, Any]:
     pin = part.pinned
     if pin is None:
         return {"repo": conversion.hub_repo, "file": None, "unknown": "no pinned file declared"}
+    return _pin_record(pin, pin.license or conversion.license)
+
+
+def _pin_record(pin: PinnedFile, license: str | None) -> dict[str, Any]:
     return {
         "repo": pin.repo,
         "file": pin.filename,
         "revision": pin.revision,
         "sha256": pin.sha256,
         "size": pin.size,
-        "license": pin.license or conversion.license,
+        "license": license,
         "unknown": pin.unknown,
     }
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from converters import registry
 from converters._checkpoints import open_checkpoint
 from converters._detect import Detection, detect_checkpoint
 from zoo.formats import WEIGHTS_NAME
@@ -31,6 +32,7 @@ class FileReport:
     family: str | None  # the family they belong to, when one is declared
     conversion: str | None  # the registry name that converts them, when there is one
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    declared: str | None = None  # the declared upstream file it is, by name (and sha256 once pinned)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -61,7 +63,19 @@ def inspect_file(path: Path, pattern: str | None = None) -> FileReport:
             conversion=detection.conversion,
             shapes={k: list(v) for k, v in shapes.items() if pattern and fnmatch(k, pattern)},
         )
+    if path.is_file() and detection.family is not None:
+        report = replace(report, declared=_declared(path, report.sha256, detection.family))
     return report
+
+
+def _declared(path: Path, sha256: str, family: str) -> str | None:
+    """Which of the family's declared based files this is: the same name, and the same bytes once pinned."""
+    for based in registry.families()[family].based_files:
+        pin = based.pinned
+        if Path(pin.filename).name == path.name and pin.sha256 in (None, sha256):
+            pinned = "" if pin.sha256 else " (matched by name: its sha256 is not pinned yet)"
+            return f"{pin.repo}/{pin.filename}: {based.name}, base {based.base}{pinned}"
+    return None
 
 
 _UNKNOWN = Detection("")

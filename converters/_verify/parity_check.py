@@ -1,7 +1,7 @@
 """`zoo verify --parity`: measure float32 parity against the upstream model; record it, or check it.
 
 The error may grow to max(2 × recorded, 1e-5) before it fails; a recorded figure counts only for the
-very output bytes it was measured on. LoRA entries: not applicable (the test suite measures them).
+very output bytes it was measured on. LoRA and Control-LoRA entries: not applicable (the test suite measures them).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from zoo.manifest import (
     LORA_PARITY,
     MANIFEST_NAME,
     Manifest,
-    is_lora,
+    entry_type,
     locked,
     read_manifest,
     weights_output,
@@ -35,8 +35,9 @@ PARITY_GROWTH = 2.0  # ... and twice what was recorded
 def parity_findings(manifest: Manifest, name: str, out: Path, device: str, record: bool) -> list[Finding]:
     """Measure parity in float32; record it, or check it against the recorded figure."""
     entry = manifest.entries[name]
-    if is_lora(entry):
-        return [Finding(name, "parity", "not applicable", weights_output(entry)["file"], LORA_PARITY)]
+    if entry_type(entry) != "conversion":  # adapters on a base: the entry says where parity is measured
+        why = entry["unknown"].get("parity", LORA_PARITY)
+        return [Finding(name, "parity", "not applicable", weights_output(entry)["file"], why)]
     if record and manifest.kind != "output":
         raise ConfigError("--record writes into an output manifest (OUT/manifest.json)", file=manifest.path)
     blocked = source_findings(manifest, name, "parity") + weights_findings(manifest, name, out)

@@ -2,7 +2,8 @@
 
 Catches nondeterminism, code drift and edited outputs, naming the first tensor that differs. A LoRA
 entry is redone with `convert_lora` from the recorded file, base and scale, and its base's models are
-compared with the recorded ones too.
+compared with the recorded ones too. A Control-LoRA entry is merged again with `convert_control_lora`
+from the recorded file and base folder (both hash-checked sources).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 from converters._convert.by_name import convert
 from converters._verify.differences import first_difference
 from converters._verify.findings import Finding, entry_dtype, source_argument, source_findings
+from converters.control_lora import convert_control_lora
 from converters.lora import convert_lora
 from zoo.hub import sha256_file
-from zoo.manifest import Manifest, is_lora, weights_output
+from zoo.manifest import Manifest, entry_type, is_lora, weights_output
 
 
 def reproduce_findings(manifest: Manifest, name: str, out: Path) -> list[Finding]:
@@ -28,6 +30,8 @@ def reproduce_findings(manifest: Manifest, name: str, out: Path) -> list[Finding
         return blocked
     if is_lora(entry):
         return reproduce_lora(manifest, name, out)
+    if entry_type(entry) == "control_lora":
+        return reproduce_control_lora(manifest, name, out)
     source, revision = source_argument(manifest, entry)
     root = manifest.output_root(out)
     with tempfile.TemporaryDirectory(prefix="zoo-reproduce-") as temp:
@@ -59,6 +63,22 @@ def reproduce_lora(manifest: Manifest, name: str, out: Path) -> list[Finding]:
         fresh = convert_lora(manifest.folder / recipe["source"], base, out=Path(temp), scale=recipe["scale"])
         compared = compare_output(name, output, fresh.output, manifest.output_root(out) / output["file"])
     return [_base_finding(name, label, recorded_base["models"], fresh.base_models), compared]
+
+
+def reproduce_control_lora(manifest: Manifest, name: str, out: Path) -> list[Finding]:
+    """Merge a Control-LoRA entry's file with its recorded base again and compare both files written.
+
+    The base's weights and config are sources of the entry, so a changed base has already blocked this.
+    """
+    recipe = manifest.entries[name]["convert"]
+    with tempfile.TemporaryDirectory(prefix="zoo-reproduce-") as temp:
+        fresh = Path(temp)
+        convert_control_lora(manifest.folder / recipe["source"], manifest.folder / recipe["base"], fresh)
+        root = manifest.output_root(out)
+        return [
+            compare_output(name, output, fresh / output["file"], root / output["file"])
+            for output in manifest.entries[name]["outputs"]
+        ]
 
 
 def _base_finding(
@@ -105,4 +125,4 @@ def compare_output(name: str, output: Mapping[str, Any], fresh: Path, local: Pat
     return Finding(name, "reproduce", "ok", label, f"reproduced byte for byte (sha256 {fresh_sha})")
 
 
-__all__ = ["compare_output", "reproduce_findings", "reproduce_lora"]
+__all__ = ["compare_output", "reproduce_control_lora", "reproduce_findings", "reproduce_lora"]

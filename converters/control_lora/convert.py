@@ -11,7 +11,7 @@ that is not SDXL's, each is one error naming the file and the tensor, with nothi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,9 @@ from converters._checkpoints import TensorPlan, open_checkpoint, write_safetenso
 from converters._checkpoints.readers import CheckpointReader
 from converters._convert.component import write_json_atomic
 from converters._single_file.shapes import ShapeReader
+from converters.control_lora.files import ENTRY_PREFIX, MARKER, read_shapes
 from converters.control_lora.names import original_to_ours
+from converters.control_lora.record import record_control_lora_run
 from converters.controlnet.original import hint_channels
 from zoo.configs import config_from_dict, config_to_dict, import_model_class, qualified_name
 from zoo.errors import ConfigError, FormatError
@@ -32,7 +34,6 @@ from zoo.foundationals.controlnet.from_unet import copy_unet_weights
 from zoo.foundationals.latent_diffusion.unet import UNet, UNetConfig
 from zoo.loading import read_output_config
 
-MARKER = "lora_controlnet"
 UP, DOWN = ".up", ".down"
 COMPONENT_PREFIX = "control_lora."
 BASE_HINT = "Control-LoRAs are made for SDXL base 1.0: pass the folder `zoo convert sdxl` wrote for its UNet"
@@ -40,7 +41,7 @@ BASE_HINT = "Control-LoRAs are made for SDXL base 1.0: pass the folder `zoo conv
 
 @dataclass(frozen=True)
 class ControlLoraResult:
-    """What one conversion wrote (or would write, on a dry run)."""
+    """What one conversion wrote (or would write, on a dry run), and what it read."""
 
     name: str
     folder: Path
@@ -50,9 +51,19 @@ class ControlLoraResult:
     params: int
     sha256: str | None
     dry_run: bool
+    source: Path
+    base: Path
+    ranks: tuple[int, ...]
+    manifest: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: str(value) if isinstance(value, Path) else value for key, value in self.__dict__.items()}
+        return {key: _plain(value) for key, value in self.__dict__.items()}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def read_base(base: Path) -> tuple[UNetConfig, dict[str, torch.Tensor]]:
@@ -144,18 +155,33 @@ def _mismatch(file: Path, key: str, shape: tuple[int, ...], expected: tuple[int,
 
 
 def convert_control_lora(file: Path, base: Path, out: Path, dry_run: bool = False) -> ControlLoraResult:
-    """Merge FILE into a copy of BASE's UNet encoder and write our ControlNet to `out/<file stem>/`."""
+    """Merge FILE into a copy of BASE's UNet encoder, write our ControlNet to `out/control_lora/<file stem>/`
+    and record the run in `out/manifest.json` (its entry `control_lora/<file stem>`)."""
     unet_config, base_weights = read_base(base)
     with open_checkpoint(file) as reader:
-        config = _config({key: reader.shape(key) for key in reader.keys()}, unet_config, file)
+        shapes = {key: reader.shape(key) for key in reader.keys()}
+        config = _config(shapes, unet_config, file)
         controlnet = ControlNet(config, dtype=next(iter(base_weights.values())).dtype)
         low_rank, replaced = _merged(reader, controlnet, base_weights, file)
-    name = COMPONENT_PREFIX + file.name.split(".")[0]
-    folder = out / file.name.split(".")[0]
+    stem = file.name.split(".")[0]
+    folder = out / (ENTRY_PREFIX + stem)
     state = controlnet.state_dict()
-    sha256 = None if dry_run else _write(folder, name, controlnet, state)
+    sha256 = None if dry_run else _write(folder, COMPONENT_PREFIX + stem, controlnet, state)
     params = sum(tensor.numel() for tensor in state.values())
-    return ControlLoraResult(name, folder, len(state), low_rank, replaced, params, sha256, dry_run)
+    result = ControlLoraResult(
+        COMPONENT_PREFIX + stem,
+        folder,
+        len(state),
+        low_rank,
+        replaced,
+        params,
+        sha256,
+        dry_run,
+        file,
+        base,
+        read_shapes(shapes).ranks,
+    )
+    return result if dry_run else replace(result, manifest=record_control_lora_run(result, out))
 
 
 def _write(folder: Path, name: str, controlnet: ControlNet, state: Mapping[str, torch.Tensor]) -> str:

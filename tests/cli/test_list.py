@@ -23,7 +23,8 @@ def listed(out: Path) -> dict[str, dict[str, Any]]:
 
 def test_every_declared_conversion_with_its_pinned_sources(tmp_path: Path) -> None:
     items = listed(tmp_path)
-    assert set(items) == set(registry.all_conversions())
+    based = {f.name for family in registry.families().values() for f in family.based_files}
+    assert set(items) == set(registry.all_conversions()) | based
     source = items[NAME]["sources"][0]
     assert source["file"] == "vae/diffusion_pytorch_model.safetensors" and len(source["revision"]) == 40
     assert len(source["sha256"]) == 64 and source["license"] == "creativeml-openrail-m"

@@ -20,18 +20,20 @@ from zoo.cli.common import emit_json, table
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=Path("out/control-lora"),
+    default=Path("out"),
     show_default=True,
-    help="Output folder; the ControlNet goes to OUT/<FILE stem>/.",
+    help="Output folder; the ControlNet goes to OUT/control_lora/<FILE stem>/, the run into OUT/manifest.json.",
 )
 @click.option("--dry-run", is_flag=True, help="Read, merge and check everything; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def convert_control_lora(file: Path, base: Path, out: Path, dry_run: bool, as_json: bool) -> None:
-    """Merge the Control-LoRA FILE into a copy of BASE's UNet encoder: OUT/<FILE stem>/ (a ControlNet).
+    """Merge the Control-LoRA FILE into a copy of BASE's UNet encoder: OUT/control_lora/<FILE stem>/.
 
     Each low-rank pair adds `up @ down` to the copied weight; the file's other tensors replace theirs.
     A base that is not SDXL's, or whose shapes the file does not fit, is refused; nothing is written.
-    Load the result with `zoo.load(OUT/<stem>)` and attach it with `ControlNetAdapter`, or pass it to
+    The run is recorded in OUT/manifest.json (entry control_lora/<FILE stem>): `zoo verify OUT --hashes
+    --reproduce` checks it, `zoo publish control_lora/<FILE stem>` publishes it. Load the result with
+    `zoo.load(OUT/control_lora/<stem>)` and attach it with `ControlNetAdapter`, or pass it to
     `zoo generate --controlnet`.
 
     \b
@@ -55,7 +57,7 @@ def convert_control_lora(file: Path, base: Path, out: Path, dry_run: bool, as_js
     )
     click.echo(table(("component", "tensors", "params", "low-rank", "replaced", "sha256"), [row]))
     if not dry_run:
-        click.echo(f"written to {result.folder}")
+        click.echo(f"written to {result.folder}, recorded in {result.manifest}")
 
 
 __all__ = ["convert_control_lora"]

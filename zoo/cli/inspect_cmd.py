@@ -33,6 +33,8 @@ def inspect(file: Path, pattern: str | None, as_json: bool) -> None:
     click.echo(f"format   {report.format}")
     click.echo(f"kind     {report.kind or 'nothing zoo knows'}")
     click.echo(f"family   {report.family or 'none declared'}")
+    if report.declared:
+        click.echo(f"declared {report.declared}")
     if report.conversion:
         click.echo(f"convert  zoo convert {report.conversion} --source {report.path}")
     click.echo(f"tensors  {report.tensors}  ({', '.join(f'{n} {d}' for d, n in report.dtypes.items())})")

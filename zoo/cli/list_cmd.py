@@ -23,6 +23,9 @@ from zoo.cli.common import emit_json, table
 def list_conversions(out: Path, families: bool, as_json: bool) -> None:
     """List declared conversions: name, upstream repo and pinned revision, licence, outputs in OUT.
 
+    Then the declared files that convert only against a base (Control-LoRAs on the SDXL UNet), with
+    the base named in their description.
+
     With --families: the registered families, what each declares and what LoRAs may target.
     """
     from converters._reports.catalog import describe_conversions, describe_families

@@ -30,6 +30,8 @@ from zoo.manifest.document import (
     write_manifest,
 )
 from zoo.manifest.schema import (
+    CONTROL_LORA_PARITY,
+    CONTROL_LORA_PREFIX,
     ENTRY_TYPES,
     KINDS,
     LORA_BASE_KINDS,
@@ -42,6 +44,8 @@ from zoo.manifest.schema import (
 
 __all__ = [
     "COMPANIONS",
+    "CONTROL_LORA_PARITY",
+    "CONTROL_LORA_PREFIX",
     "ENTRY_TYPES",
     "KINDS",
     "LORA_BASE_KINDS",

@@ -6,7 +6,8 @@ One schema (`zoo.manifest.schema`), two kinds:
   `ci/write_manifests.py`: pinned sources, and output facts only once a real run has been merged in.
 
 A model conversion entry (no `type`, or `"type": "conversion"`) is keyed by its registry name; a LoRA
-entry (`"type": "lora"`, output manifests only) by `lora/<file stem>`, which no registry name can be.
+entry (`"type": "lora"`, output manifests only) by `lora/<file stem>`, which no registry name can be, and
+a Control-LoRA entry (`"type": "control_lora"`, output manifests only) by `control_lora/<file stem>`.
 This package knows files, hashes and the Hub cache, not models: what goes into an entry is decided by
 the converters that record it.
 """
@@ -147,7 +148,7 @@ def weights_output(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def entry_type(entry: Mapping[str, Any]) -> str:
-    """`conversion` (a model, the default when an entry says nothing) or `lora`."""
+    """`conversion` (a model, the default when an entry says nothing), `lora` or `control_lora`."""
     return entry.get("type", "conversion")
 
 
@@ -174,7 +175,8 @@ def select(manifest: Manifest, queries: Sequence[str] = ()) -> list[str]:
     for query in queries:
         found = [name for name in names if matches(name, query)]
         if not found:
-            command = "lora FILE --base BASE" if query.startswith(LORA_PREFIX.rstrip("/")) else query
+            kind = query.partition("/")[0] if "/" in query or query == LORA_PREFIX.rstrip("/") else None
+            command = f"{kind.replace('_', '-')} FILE --base BASE" if kind else query
             raise ConfigError(
                 f"no entry {query!r} in the manifest (it has: {', '.join(names) or 'none'})",
                 file=manifest.path,

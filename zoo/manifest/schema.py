@@ -19,12 +19,17 @@ from zoo.hub import COMMIT, SHA256
 
 MANIFEST_VERSION = 1
 KINDS = ("output", "declared")
-ENTRY_TYPES = ("conversion", "lora")
+ENTRY_TYPES = ("conversion", "lora", "control_lora")
 LORA_PREFIX = "lora/"
+CONTROL_LORA_PREFIX = "control_lora/"
 LORA_PARITY = (
     "LoRA parity is measured by the test suite against peft/diffusers; zoo verify does not re-measure it"
 )
 LORA_BASE_KINDS = ("family", "folder", "memory")
+CONTROL_LORA_PARITY = (
+    "Control-LoRA parity is measured by the test suite against a diffusers ControlNetModel holding the "
+    "merged weights; zoo verify does not re-measure it"
+)
 
 
 def config_sha256(config: Mapping[str, Any]) -> str:
@@ -131,6 +136,39 @@ LORA_CONVERT = {
     "unknown": _DICT,
 }
 
+# A Control-LoRA entry (`"type": "control_lora"`): a file merged with a base UNet folder into our model.
+CONTROL_LORA_ENTRY = {
+    "type": Field((str,), choices=("control_lora",)),
+    "name": _STR,
+    "description": _STR,
+    "license": _OPT_STR,
+    "license_name": _OPT_STR,
+    "license_link": _OPT_STR,
+    "sources": _LIST,
+    "target": _DICT,
+    "outputs": _LIST,
+    "convert": _DICT,
+    "parity": Field((dict,), nullable=True),
+    "zoo_version": _STR,
+    "unknown": _DICT,
+}
+# The file itself, with the declared Hub file it is (by name or sha256), when it is one.
+CONTROL_LORA_SOURCE = {
+    **LOCAL_SOURCE,
+    "role": Field((str,), choices=("control_lora",)),
+    "repo": _OPT_STR,
+    "file": _OPT_STR,
+    "revision": Field((str,), nullable=True, pattern=COMMIT),
+}
+BASE_FILE_SOURCE = {**LOCAL_SOURCE, "role": Field((str,), choices=("base_weights", "base_config"))}
+CONTROL_LORA_CONVERT = {
+    "source": _STR,
+    "base": _STR,
+    "dtype": Field((str,), choices=("keep",)),
+    "command": _STR,
+    "unknown": _DICT,
+}
+
 
 def validate_manifest(data: Any) -> list[str]:
     """Every way `data` departs from the schema, as `path: problem` strings (empty when valid)."""
@@ -150,6 +188,9 @@ def _validate_entry(name: str, entry: Any, kind: str, at: str, problems: list[st
         return
     if isinstance(entry, dict) and entry.get("type") == "lora":
         _validate_lora_entry(name, entry, kind, at, problems)
+        return
+    if isinstance(entry, dict) and entry.get("type") == "control_lora":
+        _validate_control_lora_entry(name, entry, kind, at, problems)
         return
     spec = (
         {**ENTRY, "type": Field((str,), choices=("conversion",))}
@@ -234,6 +275,47 @@ def _validate_lora_entry(name: str, entry: dict[str, Any], kind: str, at: str, p
             problems.append(f"{at}.convert.base: not base.source")
 
 
+def _validate_control_lora_entry(
+    name: str, entry: dict[str, Any], kind: str, at: str, problems: list[str]
+) -> None:
+    if kind != "output":
+        problems.append(f"{at}.type: a {kind} manifest holds model conversions only, not Control-LoRAs")
+    if not name.startswith(CONTROL_LORA_PREFIX):
+        problems.append(f"{at}: a Control-LoRA entry's name starts with {CONTROL_LORA_PREFIX!r}")
+    if not _fields(entry, CONTROL_LORA_ENTRY, at, problems, unknown=True):
+        return
+    if entry["name"] != name:
+        problems.append(f"{at}.name: {entry['name']!r} differs from its key")
+    if entry["parity"] is not None:
+        problems.append(f"{at}.parity: must be null for a Control-LoRA ({CONTROL_LORA_PARITY})")
+    _fields(entry["target"], TARGET, f"{at}.target", problems)
+    roles = [s.get("role") if isinstance(s, dict) else None for s in entry["sources"]]
+    if roles.count("control_lora") != 1 or roles.count("base_weights") != 1:
+        problems.append(f"{at}.sources: needs one 'control_lora' source and one 'base_weights' source")
+    for index, source in enumerate(entry["sources"]):
+        where = f"{at}.sources[{index}]"
+        if not isinstance(source, dict) or source.get("kind") != "local":
+            problems.append(f"{where}.kind: a Control-LoRA's sources are local files")
+            continue
+        spec = CONTROL_LORA_SOURCE if source.get("role") == "control_lora" else BASE_FILE_SOURCE
+        _fields(source, spec, where, problems, unknown=True)
+    roles = [o.get("role") if isinstance(o, dict) else None for o in entry["outputs"]]
+    if sorted(map(str, roles)) != ["config", "weights"]:
+        problems.append(f"{at}.outputs: a Control-LoRA entry has a 'weights' and a 'config' output")
+    for index, output in enumerate(entry["outputs"]):
+        spec = (
+            WEIGHTS_OUTPUT if isinstance(output, dict) and output.get("role") == "weights" else CONFIG_OUTPUT
+        )
+        if _fields(output, spec, f"{at}.outputs[{index}]", problems, unknown=True):
+            _check_relative(output["file"], f"{at}.outputs[{index}].file", problems)
+    if _fields(entry["convert"], CONTROL_LORA_CONVERT, f"{at}.convert", problems, unknown=True):
+        paths = [
+            s.get("path") for s in entry["sources"] if isinstance(s, dict) and s.get("role") == "control_lora"
+        ]
+        if entry["convert"]["source"] not in paths:
+            problems.append(f"{at}.convert.source: not the path of the Control-LoRA source")
+
+
 def _validate_source(source: Any, kind: str, at: str, problems: list[str]) -> None:
     source_kind = source.get("kind") if isinstance(source, dict) else None
     if source_kind not in ("hub", "local"):
@@ -303,6 +385,8 @@ def _check_relative(file: str, at: str, problems: list[str]) -> None:
 
 
 __all__ = [
+    "CONTROL_LORA_PARITY",
+    "CONTROL_LORA_PREFIX",
     "ENTRY_TYPES",
     "FILE_ROLES",
     "KINDS",
