@@ -28,6 +28,7 @@ FLUSH_EVERY = 256 * 1024 * 1024
 QUEUED_PIECES = 4  # per worker: with 8 MiB chunks, at most ~64 MiB waits for each of them
 # copy_file_range's answers meaning "not between these two files": write the mapped bytes instead.
 _NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
+_SYNC_DATA = getattr(os, "fdatasync", os.fsync)  # macOS and Windows have fsync only
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,10 @@ class OutputStream:
 
     def _write(self, piece: Piece) -> None:
         with self._clock.timed("write"):
-            if not (
+            copied = (
                 piece.source is not None and self._kernel_copy and self._copy(piece.source, piece.data.nbytes)
-            ):
+            )
+            if not copied:
                 _write_all(self._fd, piece.data)
         self._written += piece.data.nbytes
         if self._written - self._flushed >= FLUSH_EVERY:
@@ -157,7 +159,7 @@ class OutputStream:
 
     def _flush(self, _: object) -> None:
         with self._clock.timed("fsync"):
-            os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
+            _SYNC_DATA(self._fd)
 
 
 def _write_all(fd: int, data: memoryview) -> None:

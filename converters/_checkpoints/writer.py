@@ -190,23 +190,29 @@ def _stream_span(
     clock: StageClock,
 ) -> None:
     """A tensor that is a source file's bytes: read, checked and (if its dtype changes) cast chunk by chunk."""
-    chunks = span.chunks(CHUNK_BYTES)
-    offset = span.offset
-    while True:
-        with clock.timed("read"):
-            chunk = next(chunks, None)
-        if chunk is None:
-            break
+    for offset, chunk in _chunks(span, clock):
         values = read_only_tensor(chunk, source_dtype)
         with clock.timed("check"):
             check.update(values)
         if source_dtype == dtype:
-            stream.put(Piece(chunk, (span.file.fd, offset)))
+            piece = Piece(chunk, (span.file.fd, offset))
         else:
             with clock.timed("transform"):
-                stream.put(Piece(_little_endian_bytes(values.to(dtype))))
-        offset += chunk.nbytes
+                piece = Piece(_little_endian_bytes(values.to(dtype)))
+        stream.put(piece)
     check.finish()
+
+
+def _chunks(span: FileSpan, clock: StageClock) -> Iterator[tuple[int, memoryview]]:
+    """The span's chunks with their offsets in the file; mapping one (its pages read in) is the read."""
+    chunks, offset = span.chunks(CHUNK_BYTES), span.offset
+    while True:
+        with clock.timed("read"):
+            chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield offset, chunk
+        offset += chunk.nbytes
 
 
 def _sorted_plans(plans: Sequence[TensorPlan], file: Path) -> list[TensorPlan]:

@@ -18,7 +18,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from converters._checkpoints import TensorPlan, WriteSummary, open_checkpoint, write_safetensors
+from converters._checkpoints import (
+    TensorPlan,
+    WriteSummary,
+    open_checkpoint,
+    output_stream,
+    write_safetensors,
+)
 from converters._checkpoints.stages import STAGES
 from zoo.errors import CoverageError, FormatError, TensorValueError
 
@@ -419,8 +425,8 @@ def test_what_is_written_is_made_durable_while_writing(
 ) -> None:
     monkeypatch.setattr("converters._checkpoints.output_stream.FLUSH_EVERY", 100)
     synced: list[int] = []
-    real_fdatasync = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append(fd) or real_fdatasync(fd))
+    sync = output_stream._SYNC_DATA
+    monkeypatch.setattr(output_stream, "_SYNC_DATA", lambda fd: synced.append(fd) or sync(fd))
     with open_checkpoint(source_file) as reader:
         write_safetensors(tmp_path / "out.safetensors", reader_plans(reader))
     assert synced, "no flush while writing"
