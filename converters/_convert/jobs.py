@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -193,16 +193,23 @@ def _init_worker(events: Any) -> None:
     _events = events
 
 
+def _forward_report(line: str) -> None:
+    _events.put(("report", line))
+
+
 def _run_job(name: str, options: Mapping[str, Any]) -> ConvertRun | JobFailure:
-    forward: Callable[[str], None] = lambda line: _events.put(("report", line))  # noqa: E731
-    return _attempt(name, {**options, "progress": _ForwardedProgress(), "report": forward})
+    return _attempt(name, {**options, "progress": _ForwardedProgress(), "report": _forward_report})
 
 
 @contextmanager
 def _worker_pool(
     jobs: int, progress: RunProgress | None, report: Callable[[str], None] | None
 ) -> Iterator[ProcessPoolExecutor]:
-    """Worker processes (spawned: torch does not survive a fork), and a thread relaying their events."""
+    """Worker processes, and a thread relaying their events.
+
+    Spawned, not forked: this process already runs threads (torch's pools, ours), which a fork would
+    copy in whatever state they are.
+    """
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     relay = threading.Thread(target=_relay, args=(events, progress, report), name="zoo-job-events")
@@ -249,7 +256,7 @@ def _scheduled(
     return outcome
 
 
-def _fits(needs: Mapping[str, int], running: Any, candidate: str, budget: int) -> bool:
+def _fits(needs: Mapping[str, int], running: Iterable[str], candidate: str, budget: int) -> bool:
     in_use = sum(needs[name] for name in running)
     return not in_use or in_use + needs[candidate] <= budget
 
