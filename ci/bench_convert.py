@@ -136,7 +136,10 @@ def _maker(make: Callable[[list[Any]], Any], get: Callable[[str], Any], key: str
 
 def task_zoo(args: list[str]) -> Detail:
     """`zoo convert sdxl.unet --source args[0] --out args[1]`, then the output is deleted."""
-    from converters._convert.by_name import convert
+    try:
+        from converters._convert.by_name import convert
+    except ImportError:  # a checkout from before issue 18 (--base): the same function, then in run.py
+        from converters.run import convert  # pyright: ignore[reportMissingImports]
 
     out = Path(args[1])
     run = convert("sdxl.unet", out=out, source=args[0])

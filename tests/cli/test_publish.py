@@ -220,8 +220,9 @@ def test_a_published_repo_verifies_on_its_own(
 
 
 @pytest.fixture
-def local_out(tmp_path: Path) -> Path:
+def local_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """NAME converted from a local folder (its synthetic source): no source names a licence."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # or the card's validation asks the Hub
     convert(NAME, out=tmp_path / "local", synthetic="tiny")
     return tmp_path / "local"
 
