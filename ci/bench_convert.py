@@ -401,6 +401,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--trace", action="store_true", help="also trace on meta and with real weights (11 GB)"
     )
+    parser.add_argument(
+        "--base", type=Path, help="another zoo checkout (e.g. before a change) to run in the same rounds"
+    )
     parser.add_argument("--keymap-cache", action="store_true", help="keep zoo's key-map cache on (warm)")
     parser.add_argument("--clean", action="store_true", help="delete the cache folder afterwards")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
