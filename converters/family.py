@@ -46,7 +46,7 @@ class SingleFileFormat:
     """How the family's original single-file checkpoint is recognised and written.
 
     Attributes:
-        recognizer: Matches the family's single files (a key prefix only they have).
+        recognizer: Matches every file in the family's single-file layout (a key prefix only they have).
         write_synthetic: (diffusers pipeline folder, file to write) -> writes the original single file
             that holds those weights, for offline tests and `--synthetic --layout single-file`.
         per_conversion: Each original file holds one conversion's model (one file per model size or
@@ -97,9 +97,10 @@ class Family:
 
     @property
     def all_recognizers(self) -> tuple[Recognizer, ...]:
-        """The single-file recognizer first (it is the most specific), then the others."""
+        """The family's recognizers, then its single-file layout's (which matches every file in the
+        layout, where the others can name a file's size or variant)."""
         own = (self.single_file.recognizer,) if self.single_file else ()
-        return (*own, *self.recognizers)
+        return (*self.recognizers, *own)
 
     def lora_conversions(self) -> tuple[Conversion, ...]:
         """The conversions holding a part LoRAs may target."""

@@ -41,12 +41,23 @@ def tiny_converted(tmp_path_factory: pytest.TempPathFactory) -> TinyConversions:
     return get
 
 
+@pytest.fixture(scope="session")
+def traced_key_maps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key-map cache folder for this session: full-size traces made (afresh) by one test are kept
+    there, so a later test that needs the same ones (the manifest freshness check) reads them."""
+    return tmp_path_factory.mktemp("keymap-cache")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Tests trace for real: no key map cache (tests of the cache turn it on in a temp folder).
 
-    Set in the environment so the subprocesses tests start inherit it too.
+    Set in the environment so the subprocesses tests start inherit it too. One thread per process too:
+    test models are tiny, and on a small machine torch's worker threads cost more than they give
+    (measured: a tiny UNet's parity test takes half the time on one thread of two cores).
     """
     os.environ["ZOO_NO_CACHE"] = "1"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -165,15 +165,13 @@ def _component_keys(
     layout_format = family_of(conversion).single_file
     expected = layout_format.recognizer if layout_format else None
     found = detect_checkpoint(shapes)
-    owned = {key: shape for key, shape in shapes.items() if key.startswith(layout.prefixes)}
-    # A file in the layout that one of the family's own recognizers names (a size or variant) is its too.
-    known = found is not None and (found.generic or (found.family == conversion.family and bool(owned)))
-    if expected is not None and not expected.matches(shapes) and found is not None and not known:
+    if expected is not None and not expected.matches(shapes) and found is not None and not found.generic:
         raise ConfigError(
             f"this looks like {found.description}, not {expected.description} as {conversion.name} needs",
             file=file,
             hint=_hint(conversion, expected.description, found),
         )
+    owned = {key: shape for key, shape in shapes.items() if key.startswith(layout.prefixes)}
     if not owned:
         wanted = expected.description if expected else "an original single file"
         looks_like = found.description if found else "no checkpoint zoo knows"

@@ -20,7 +20,13 @@ from converters.declaration import Conversion, PinnedFile, Size, UpstreamPart
 from converters.family import Family, Recognizer, SingleFileFormat
 from converters.ip_adapter.original import original_layout
 from converters.ip_adapter.original_writer import write_original_file
-from converters.ip_adapter.recognizers import DIFFUSERS, FACEID, unknown_original, variant_recognizer
+from converters.ip_adapter.recognizers import (
+    DIFFUSERS,
+    FACEID,
+    is_original,
+    unknown_original,
+    variant_recognizer,
+)
 from converters.ip_adapter.reference import (
     SUBFOLDER,
     WEIGHTS_NAME,
@@ -99,6 +105,15 @@ _OTHER_VARIANTS = (
         IPAdapterConfig.sd15_full_face(),
         "models/ip-adapter-full-face_sd15.safetensors",
     ),
+    IPAdapterVariant(
+        f"{ON_SD15}_vit_g",
+        "IP-Adapter",
+        sd15.UNET,
+        SD15,
+        VIT_BIG_G14,
+        IPAdapterConfig.sd15_vit_g(),
+        "models/ip-adapter_sd15_vit-G.safetensors",
+    ),
 )
 VARIANTS = {variant.component: variant for variant in (*_DEFAULT_VARIANTS, *_OTHER_VARIANTS)}
 KNOWN_BASES = tuple(
@@ -160,17 +175,18 @@ FAMILY = register(
         conversions=tuple(CONVERSIONS[component] for component in DEFAULT),
         variants=tuple(c for component, c in CONVERSIONS.items() if component not in DEFAULT),
         single_file=SingleFileFormat(
-            # Files of declared variants are named by the recognizers below, with their base and encoder.
+            Recognizer("an IP-Adapter (original layout)", is_original),
+            write_synthetic=write_original_file,
+            per_conversion=True,
+        ),
+        # Tried before the single-file layout's: they name a file's variant, base and image encoder.
+        recognizers=(
+            FACEID,
+            *(variant_recognizer(VARIANTS[c], CONVERSIONS[c].name) for c in VARIANTS),
             Recognizer(
                 "an IP-Adapter (original layout) of no declared variant",
                 unknown_original(tuple(VARIANTS.values())),
             ),
-            write_synthetic=write_original_file,
-            per_conversion=True,
-        ),
-        recognizers=(
-            FACEID,
-            *(variant_recognizer(VARIANTS[c], CONVERSIONS[c].name) for c in VARIANTS),
             DIFFUSERS,
         ),
         alternatives=True,

@@ -101,7 +101,7 @@ FAMILY = register(
         description="Segment Anything ViT-B/L/H: image encoder, prompt encoder, mask decoder",
         conversions=CONVERSIONS,
         single_file=SingleFileFormat(
-            RECOGNIZER, lambda folder, file: write_original(folder, file, VIT_B.parts[0])
+            RECOGNIZER, lambda folder, file: write_original(folder, file, VIT_B.parts[0]), per_conversion=True
         ),
         recognizers=_recognizers(),
         alternatives=True,

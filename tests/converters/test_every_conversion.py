@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 import zoo
 from converters import registry
+from converters._convert import keymap_cache
 from converters._convert.by_name import ConvertRun, convert
 from converters._convert.component import ComponentResult, trace_conversion
 from converters._convert.sources import resolve_source
@@ -98,9 +99,15 @@ def test_the_original_single_file_gives_parity_and_the_same_bytes(
 
 
 @pytest.mark.parametrize("name", CONVERSIONS)
-def test_full_size_key_map_covers_everything_on_meta(name: str) -> None:
+def test_full_size_key_map_covers_everything_on_meta(
+    name: str, traced_key_maps: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conversion = _conversion(name)
-    traced = trace_conversion(conversion, conversion.synthetic_configs("full"), use_cache=False)
+    configs = conversion.synthetic_configs("full")
+    traced = trace_conversion(conversion, configs, use_cache=False)
+    monkeypatch.setenv("ZOO_CACHE", str(traced_key_maps))
+    monkeypatch.delenv("ZOO_NO_CACHE")
+    keymap_cache.store(conversion.name, configs, traced.keymap, traced.model_class)  # for later tests
     coverage = traced.keymap.coverage
     assert coverage is not None, name
     assert coverage.produced_targets + len(coverage.ignored_target) == coverage.target_tensors, (
@@ -123,16 +130,20 @@ def test_two_runs_write_the_same_bytes(tiny_converted: TinyConversions, name: st
         assert (tmp_path / name / file).read_bytes() == (first.results[0].folder / file).read_bytes(), file
 
 
-@pytest.mark.parametrize("name", FIRST_OF_EACH_FAMILY)
-def test_a_separate_process_writes_the_same_bytes(
-    tiny_converted: TinyConversions, name: str, tmp_path: Path
-) -> None:
-    first = tiny_converted(name)
-    command = [sys.executable, "-m", "zoo.cli", "convert", name, "--source", str(first.synthetic_source)]
-    subprocess.run([*command, "--out", str(tmp_path)], check=True, capture_output=True)
-    assert (tmp_path / name / "model.safetensors").read_bytes() == (
-        first.results[0].folder / "model.safetensors"
-    ).read_bytes()
+def test_a_separate_process_writes_the_same_bytes(tiny_converted: TinyConversions, tmp_path: Path) -> None:
+    """One conversion of each family again in one fresh process (hash seeds, import order, threads)."""
+    sources = {name: str(tiny_converted(name).synthetic_source) for name in FIRST_OF_EACH_FAMILY}
+    script = (
+        "import json, sys\nfrom pathlib import Path\nfrom converters._convert.by_name import convert\n"
+        "for name, source in json.loads(sys.argv[1]).items():\n"
+        "    convert(name, out=Path(sys.argv[2]), source=source)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, json.dumps(sources), str(tmp_path)], check=True, capture_output=True
+    )
+    for name in FIRST_OF_EACH_FAMILY:
+        fresh = (tmp_path / name / "model.safetensors").read_bytes()
+        assert fresh == (tiny_converted(name).results[0].folder / "model.safetensors").read_bytes(), name
 
 
 @pytest.mark.parametrize("name", CONVERSIONS)

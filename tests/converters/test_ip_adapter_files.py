@@ -38,7 +38,13 @@ from zoo.foundationals.ip_adapter.ip_adapter import IPAdapter
 LIMIT = 1e-5
 SCALES = (0.0, 0.5, 1.0)
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-CASES = [("sd15", "sd15"), ("sd15", "sd15_plus"), ("sdxl", "sdxl"), ("sdxl", "sdxl_plus_vit_h")]
+CASES = [
+    ("sd15", "sd15"),
+    ("sd15", "sd15_plus"),
+    ("sd15", "sd15_vit_g"),
+    ("sdxl", "sdxl"),
+    ("sdxl", "sdxl_plus_vit_h"),
+]
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,21 @@ def test_context_is_read_deep_in_the_tree_and_reset_after_each_forward() -> None
     assert len(second) == 2  # the default list was copied fresh, not shared across forwards
 
 
+def test_context_defaults_follow_changes_of_the_tree() -> None:
+    """Which chains give context defaults is cached per tree shape: a chain added, replaced or removed
+    after a forward is seen by the next one."""
+    model = fl.Chain(fl.Chain(fl.Multiply(1.0)))
+    model(torch.ones(1))
+    inner: fl.Chain = model[0]  # pyright: ignore[reportAssignmentType]
+    inner.append(Accumulate())
+    assert len(model(torch.ones(1))) == 2  # the new chain's default list is there
+    inner.pop()
+    assert torch.equal(model(torch.ones(1)), torch.ones(1))
+    inner.append(fl.UseContext("acc", "items"))
+    with pytest.raises(KeyError, match="acc"):
+        model(torch.ones(1))  # and no longer its defaults
+
+
 def test_state_dict_keys_are_stable_across_constructions(data_regression) -> None:
     def build() -> fl.Chain:
         return fl.Chain(

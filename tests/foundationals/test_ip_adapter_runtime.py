@@ -113,7 +113,9 @@ def test_inject_changes_the_output_and_eject_restores_the_unet_bit_for_bit(
     adapter = _seeded(IPAdapter(config), 4).inject(unet)  # pyright: ignore[reportAttributeAccessIssue]
     assert len(list(unet.layers(ImageCrossAttention))) == len(config.attention_channels)
     adapter.set_image_embedding(_feature(config))
-    assert not torch.allclose(_run(unet), before)
+    adapted = _run(unet)
+    assert not torch.allclose(adapted, before)
+    assert torch.equal(_run(unet), adapted)  # the image tokens stay set across forwards (steps)
     adapter.scale = 0.0
     assert torch.equal(_run(unet), before)  # the branch is skipped: no image embedding needed either
     adapter.eject()
@@ -169,7 +171,7 @@ def test_misuse_is_a_clear_error(unet: UNet) -> None:
     with pytest.raises(ConfigError, match="already has an IP-Adapter named"):
         IPAdapter(IPAdapterConfig.tiny()).inject(unet, name=adapter.name)
     with pytest.raises(UsageError, match="no image tokens for this forward"):
-        _run(unet)  # the embedding is set per forward, like the text
+        _run(unet)  # nothing set yet
     with pytest.raises(ConfigError, match=r"reads projected image embeddings shaped \(B, D\) with D = 24"):
         adapter.set_image_embedding(torch.zeros(2, 25))
 
@@ -218,3 +220,18 @@ def test_the_adapter_picks_the_feature_it_reads(config: IPAdapterConfig, field: 
     encoder, adapter = CLIPImageEncoder(encoder_config).eval(), IPAdapter(config)
     pixels = torch.randn(2, 3, 28, 28)
     assert torch.equal(adapter.image_embedding(encoder, pixels), getattr(encoder.encode(pixels), field))
+
+
+@pytest.mark.parametrize("config", [IPAdapterConfig.tiny(), TINY_PLUS], ids=["base", "plus"])
+def test_the_guided_embedding_pairs_the_image_with_diffusers_negative(config: IPAdapterConfig) -> None:
+    encoder_config = dataclasses.replace(CLIPImageEncoderConfig.tiny(), hidden_size=40, projection_dim=24)
+    encoder, adapter = _seeded(CLIPImageEncoder(encoder_config), 6), IPAdapter(config)
+    pixels = torch.randn(1, 3, 28, 28, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        negative, positive = adapter.guided_image_embedding(encoder, pixels)  # pyright: ignore[reportArgumentType]
+        assert torch.equal(positive, adapter.image_embedding(encoder, pixels)[0])  # pyright: ignore[reportArgumentType]
+        if config.reads_hidden_states:  # the hidden states of all-zero pixels
+            expected = encoder.encode(torch.zeros_like(pixels)).penultimate_hidden_state[0]  # pyright: ignore[reportCallIssue]
+            assert torch.equal(negative, expected) and negative.abs().sum() > 0
+        else:  # zeros
+            assert torch.equal(negative, torch.zeros_like(positive))

@@ -9,15 +9,15 @@ from typing import Any
 import click
 
 from zoo.cli.common import DTYPES, emit_json, human_bytes, table, torch_dtype
+from zoo.cli.convert_control_lora import convert_control_lora
 from zoo.cli.convert_hq_sam import convert_hq_sam
 from zoo.cli.convert_ip_adapter import convert_ip_adapter
 from zoo.cli.convert_lora import convert_lora
 from zoo.cli.progress import TerminalProgress
 
 SUBCOMMANDS = {
-    convert_lora.name: convert_lora,
-    convert_hq_sam.name: convert_hq_sam,
-    convert_ip_adapter.name: convert_ip_adapter,
+    command.name: command
+    for command in (convert_lora, convert_ip_adapter, convert_hq_sam, convert_control_lora)
 }
 
 
@@ -118,6 +118,8 @@ def convert(
       zoo convert lora style.safetensors --base sdxl     # a LoRA (see `zoo convert lora --help`)
       zoo convert ip-adapter ip-adapter_sd15.bin --base sd15   # see `zoo convert ip-adapter --help`
       zoo convert clip_vision --source ./image_encoder   # a family of alternatives: the source picks one
+      zoo convert controlnet --source ./control_v11p_sd15_canny   # or t2i-adapter, by what the source is
+      zoo convert control-lora control-lora-canny-rank128.safetensors --base out/sdxl.unet
     """
     chosen = _names(names, every, source, revision)
     options: dict[str, Any] = {

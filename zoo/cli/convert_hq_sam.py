@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.common import emit_json, human_bytes, table
+from zoo.cli.common import DTYPES, emit_json, human_bytes, table, torch_dtype
 
 
 @click.command("hq-sam")
@@ -17,41 +17,50 @@ from zoo.cli.common import emit_json, human_bytes, table
     help="A SAM conversion (sam.vit_b, sam.vit_l, sam.vit_h: full-size configs) or its `zoo convert` output folder.",
 )
 @click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("out/hq_sam"),
-    show_default=True,
-    help="Output folder; the file keeps its name.",
+    "--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="Output folder."
 )
-@click.option("--dry-run", is_flag=True, help="Read and check everything; write nothing.")
+@click.option("--dtype", type=click.Choice(DTYPES), help="Output dtype (default: keep the file's).")
+@click.option("--dry-run", is_flag=True, help="Read, check and plan everything; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def convert_hq_sam(file: Path, base: str, out: Path, dry_run: bool, as_json: bool) -> None:
-    """Convert the HQ-SAM modules of FILE for BASE into OUT/<FILE name>.safetensors.
+def convert_hq_sam(file: Path, base: str, out: Path, dtype: str | None, dry_run: bool, as_json: bool) -> None:
+    """Convert the HQ-SAM modules of FILE (`sam_hq_vit_b.pth`, `_l`, `_h`) for BASE.
 
     The file holds a whole SAM (frozen during HQ-SAM's training) and the HQ modules; only the HQ modules
     are written. The SAM in the file must be BASE's size; with a converted folder as BASE, its weights
-    are also compared with the file's. Load the output into a SAM with
-    `HQSAMAdapter(sam, weights=safetensors.torch.load_file(OUT/...)).inject()`.
+    are also compared with the file's. The output is OUT/hq_sam.<size>/ (model.safetensors, config.json),
+    recorded in OUT/manifest.json; load it with `zoo.load` and inject it into the SAM with
+    `HQSAMAdapter(sam, hq).inject()`.
 
     \b
     Examples:
       zoo convert hq-sam sam_hq_vit_b.pth --base out/sam.vit_b
       zoo convert hq-sam sam_hq_vit_h.pth --base sam.vit_h --dry-run
     """
-    from converters.hq_sam import convert_hq_sam as run_convert
+    from converters.hq_sam.convert import convert_hq_sam as run
 
-    result = run_convert(file, base, out=out, dry_run=dry_run)
+    done = run(file, base, out=out, dtype=torch_dtype(dtype), dry_run=dry_run)
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(done.to_dict())
         return
-    row = (result.base, result.tensors, f"{result.params:,}", human_bytes(result.bytes), result.dtype)
-    click.echo(
-        table(("base", "tensors", "params", "bytes", "dtype"), [(*row, (result.sha256 or "(dry run)")[:16])])
+    result = done.result
+    row = (
+        done.conversion,
+        done.base,
+        result.tensors,
+        f"{result.params:,}",
+        human_bytes(result.bytes),
+        result.dtype,
+        (result.sha256 or "(dry run)")[:16],
+        f"{result.seconds:.1f}s",
     )
+    headers = ("conversion", "base", "tensors", "params", "bytes", "dtype", "sha256", "time")
+    click.echo(table(headers, [row]))
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if not dry_run:
-        click.echo(f"written to {result.output}")
+        click.echo(f"written to {result.folder}/ (model.safetensors, config.json)")
+    if done.manifest is not None:
+        click.echo(f"recorded in {done.manifest}")
 
 
 __all__ = ["convert_hq_sam"]

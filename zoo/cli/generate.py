@@ -46,6 +46,47 @@ def _lora_spec(value: str) -> tuple[Path, float]:
     metavar="FILE[:SCALE]",
     help="A LoRA (any format zoo reads) into the UNet and text encoder; repeatable.",
 )
+@click.option(
+    "--controlnet",
+    "controlnets",
+    multiple=True,
+    metavar="DIR[:SCALE]",
+    help="A ControlNet `zoo convert controlnet` (or `control-lora`) wrote; repeatable.",
+)
+@click.option(
+    "--t2i-adapter",
+    "adapters",
+    multiple=True,
+    metavar="DIR[:SCALE]",
+    help="A T2I-Adapter `zoo convert t2i-adapter` wrote; repeatable.",
+)
+@click.option(
+    "--control-image",
+    "control_images",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The condition image (edges, depth, pose...): one for all controls, or one per control in order "
+    "(ControlNets first); resized to the image size.",
+)
+@click.option(
+    "--ip-adapter",
+    "ip_adapters",
+    multiple=True,
+    metavar="DIR[:SCALE]",
+    help="An IP-Adapter `zoo convert ip-adapter` wrote; repeatable. Needs --image.",
+)
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The image prompt: one for all IP-Adapters, or one per IP-Adapter in order.",
+)
+@click.option(
+    "--image-encoder",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The CLIP image encoder `zoo convert clip_vision.*` wrote (default: the one in OUT that fits).",
+)
 @click.option("--family", help="Which pipeline, when OUT holds several.")
 @click.option(
     "--autoencoder", type=click.Path(path_type=Path), help="Which autoencoder folder, when OUT holds several."
@@ -71,6 +112,12 @@ def generate(
     width: int | None,
     height: int | None,
     loras: tuple[str, ...],
+    controlnets: tuple[str, ...],
+    adapters: tuple[str, ...],
+    control_images: tuple[Path, ...],
+    ip_adapters: tuple[str, ...],
+    images: tuple[Path, ...],
+    image_encoder: Path | None,
     family: str | None,
     autoencoder: Path | None,
     device: str,
@@ -87,6 +134,8 @@ def generate(
       zoo convert sdxl --synthetic tiny --out out && zoo generate out --prompt "a lighthouse" --steps 4
       zoo generate out --prompt "a cat" --negative-prompt "blurry" --solver dpmpp_2m_karras --seed 7
       zoo generate out --prompt "a cat" --lora style.safetensors:0.8 --device cuda --dtype float16
+      zoo generate out --prompt "a house" --controlnet out/controlnet.sdxl:0.7 --control-image edges.png
+      zoo generate out --prompt "a cat" --ip-adapter out/ip_adapter.sdxl:0.6 --image style.png
     """
     from zoo.foundationals.latent_diffusion.model import GenerationSettings
     from zoo.png import write_png
@@ -98,12 +147,15 @@ def generate(
     )
     applied = [_apply_lora(model, *_lora_spec(spec)) for spec in loras]
     settings = GenerationSettings(prompt, negative_prompt, seed, steps, solver, guidance, width, height)
+    controls = _attach_controls(model, controlnets, adapters, control_images, settings)
+    prompts = _attach_image_prompts(model, ip_adapters, images, image_encoder, out, settings)
     bar = progress_bar(steps, "steps", enabled=not as_json, unit="step")
     try:
         generated = model.generate(settings, on_step=lambda done, _total: bar.update(1))
     finally:
         bar.close()
-    metadata = _metadata(settings, applied)
+    metadata = _metadata(settings, applied) | ({"controls": controls} if controls else {})
+    metadata |= {"ip_adapters": prompts} if prompts else {}
     write_png(
         output, generated.image, {"parameters": json.dumps(metadata, sort_keys=True), "Software": "zoo"}
     )
@@ -121,6 +173,41 @@ def _apply_lora(model: Any, path: Path, scale: float) -> dict[str, Any]:
 
     loaded = load_lora_into([model.unet, model.text_encoder], path, scale=scale)
     return {"file": str(path), "scale": scale, "layers": {lora.component: lora.layers for lora in loaded}}
+
+
+def _attach_controls(
+    model: Any,
+    controlnets: tuple[str, ...],
+    adapters: tuple[str, ...],
+    images: tuple[Path, ...],
+    settings: Any,
+) -> list[dict[str, Any]]:
+    from zoo.cli.generate_controls import attach_controls
+
+    if (controlnets or adapters) and not images:
+        raise click.UsageError("--controlnet and --t2i-adapter need --control-image")
+    size = (settings.height or model.default_size, settings.width or model.default_size)
+    return attach_controls(
+        model, [_lora_spec(s) for s in controlnets], [_lora_spec(s) for s in adapters], images, size
+    )
+
+
+def _attach_image_prompts(
+    model: Any,
+    ip_adapters: tuple[str, ...],
+    images: tuple[Path, ...],
+    image_encoder: Path | None,
+    out: Path,
+    settings: Any,
+) -> list[dict[str, Any]]:
+    from zoo.cli.generate_image_prompts import attach_ip_adapters
+
+    if ip_adapters and not images:
+        raise click.UsageError("--ip-adapter needs --image")
+    if images and not ip_adapters:
+        raise click.UsageError("--image is the image prompt of an --ip-adapter: give one")
+    specs = [_lora_spec(spec) for spec in ip_adapters]
+    return attach_ip_adapters(model, specs, images, image_encoder, out, guided=settings.guidance > 1)
 
 
 def _metadata(settings: Any, loras: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,7 +9,9 @@ adapter wraps the attention step: it keeps the text attention and adds, for the 
     scale × attention(queries, key_projection(image tokens), value_projection(image tokens))
 
 before the out projection. The image tokens are read from the `image_prompt` context of the running
-model under the adapter's name (set them with `IPAdapter.set_image_embedding`). Several IP-Adapters stack,
+model under the adapter's name: each branch holds the tokens `IPAdapter.set_image_embedding` gave it
+and puts them there at the start of every forward (a value set with `set_context` for one forward wins),
+so they stay set across the steps of a generation, as a ControlNet's condition image does. Several IP-Adapters stack,
 each wrapping the one injected before; at scale 0 the branch is skipped, so the result is the text
 attention's, bit for bit.
 """
@@ -39,7 +41,7 @@ class ImageTokens(fl.ContextModule):
         if tokens is None:
             raise UsageError(
                 f"the IP-Adapter {self.name!r} has no image tokens for this forward",
-                hint="call set_image_embedding before each forward, or set its scale to 0",
+                hint="call set_image_embedding first, or set its scale to 0",
             )
         return tokens
 
@@ -62,6 +64,11 @@ class ImageAttentionBranch(fl.Chain):
             fl.ScaledDotProductAttention(num_heads=num_heads),
             fl.Multiply(scale),
         )
+        self.name = name
+        self.tokens: torch.Tensor | None = None  # held across forwards, not a weight
+
+    def init_context(self) -> fl.Contexts:
+        return {} if self.tokens is None else {CONTEXT: {self.name: self.tokens}}
 
     @property
     def scale(self) -> float:

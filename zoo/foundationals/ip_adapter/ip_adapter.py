@@ -11,7 +11,7 @@ up). On its own, its forward maps an image feature to the tokens and every key a
 compares). Injected into a `UNet`, each pair becomes an `ImageCrossAttention` beside the text attention:
 
     ip = zoo.load("out/ip_adapter.sd15").inject(unet)       # or IPAdapter(IPAdapterConfig.sd15())
-    ip.set_image_embedding(ip.image_embedding(encoder, pixels))   # before each forward, like the text
+    ip.set_image_embedding(ip.image_embedding(encoder, pixels))   # kept for every forward until changed
     ip.scale = 0.6                                           # any time; 0 gives the UNet's own output
     unet.denoise(latents, timestep, text_embedding)
     ip.eject()                                               # the UNet as it was, bit for bit
@@ -32,7 +32,6 @@ from zoo.errors import ConfigError, UsageError
 from zoo.fluxion.layers.weighted import Device, DType
 from zoo.foundationals.clip.image_encoder import CLIPImageEncoder, CLIPImageEncoderConfig
 from zoo.foundationals.ip_adapter.attention import (
-    CONTEXT,
     ImageAttentionBranch,
     ImageCrossAttention,
     ImageTokens,
@@ -332,9 +331,15 @@ class IPAdapter(fl.Chain):
         return tokens.reshape(batch, -1, tokens.shape[-1])
 
     def set_image_embedding(self, embedding: torch.Tensor) -> None:
-        """The image feature(s) of the next forward of the UNet (set it before each, like the text)."""
+        """The image feature(s) of every following forward of the UNet, until set again or ejected.
+
+        Its batch is the UNet's: under classifier-free guidance, [negative, positive] (see
+        `guided_image_embedding`).
+        """
         injection = self._injected()
-        injection.unet.set_context(CONTEXT, {injection.name: self.image_tokens(embedding)})
+        tokens = self.image_tokens(embedding)
+        for adapter in injection.adapters:
+            adapter.branch.tokens = tokens
 
     def check_image_encoder(self, encoder: CLIPImageEncoderConfig) -> None:
         """Raise `ConfigError` unless `encoder` gives the image feature this IP-Adapter reads."""
@@ -345,6 +350,19 @@ class IPAdapter(fl.Chain):
         self.check_image_encoder(encoder.config)
         output = encoder.encode(pixels)
         return output.penultimate_hidden_state if self.config.reads_hidden_states else output.image_embedding
+
+    def guided_image_embedding(self, encoder: CLIPImageEncoder, pixels: torch.Tensor) -> torch.Tensor:
+        """[negative, positive] features of `pixels` for a guided generation's [negative, positive] batch.
+
+        The negative is what diffusers' pipelines pair with an image prompt: zeros for an adapter that
+        reads the projected embedding, the hidden states of all-zero (normalised) pixels for the others.
+        """
+        positive = self.image_embedding(encoder, pixels)
+        if self.config.reads_hidden_states:
+            negative = self.image_embedding(encoder, torch.zeros_like(pixels))
+        else:
+            negative = torch.zeros_like(positive)
+        return torch.cat([negative, positive])
 
     # -- helpers ---------------------------------------------------------------------------------------
 

@@ -13,7 +13,9 @@ Papers: Rombach et al. 2021 (https://arxiv.org/abs/2112.10752), Podell et al. 20
 4. the autoencoder decodes the latents (in float32 when its config says float16 overflows), and the
    image goes from [-1, 1] to [0, 1].
 
-Adapters injected into the UNet or the text encoder (LoRAs today) take part as they are.
+Adapters injected into the UNet or the text encoder (LoRAs, IP-Adapters, ControlNets, T2I-Adapters)
+take part as they are (an IP-Adapter's image embedding is [negative, positive] when guiding); layers
+that act on some steps only (`steps.StepAware`) are told each step before the UNet runs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from zoo.foundationals.latent_diffusion.conditioning import (
     zeros_like,
 )
 from zoo.foundationals.latent_diffusion.solvers import Solver, gaussian_noise, solver_from_name
+from zoo.foundationals.latent_diffusion.steps import announce_step
 from zoo.foundationals.latent_diffusion.text_encoders import SD15TextEncoder, SDXLTextEncoder
 from zoo.foundationals.latent_diffusion.unet import UNet
 
@@ -171,21 +174,38 @@ class StableDiffusion:
         on_step: StepCallback | None = None,
     ) -> torch.Tensor:
         """Run every step of the solver from `latents`."""
-        guided = settings.guidance > 1
         steps = len(solver.timesteps)
-        for index, timestep in enumerate(solver.timesteps):
-            model_input = solver.scale_model_input(torch.cat([latents] * 2) if guided else latents, index)
-            with torch.no_grad():
-                prediction = self.unet.denoise(
-                    model_input, timestep, conditioning.text, conditioning.pooled, conditioning.time_ids
-                )
-            if guided:
-                unconditional, conditional = prediction.chunk(2)
-                prediction = unconditional + settings.guidance * (conditional - unconditional)
-            latents = solver.step(latents, prediction, index, generator=generator)
-            if on_step is not None:
-                on_step(index + 1, steps)
+        try:
+            for index, timestep in enumerate(solver.timesteps):
+                announce_step(self.unet, index, steps)
+                latents = self._step(latents, solver, conditioning, settings, generator, index, timestep)
+                if on_step is not None:
+                    on_step(index + 1, steps)
+        finally:
+            announce_step(self.unet, None, steps)
         return latents
+
+    def _step(
+        self,
+        latents: torch.Tensor,
+        solver: Solver[Any],
+        conditioning: Conditioning,
+        settings: GenerationSettings,
+        generator: torch.Generator,
+        index: int,
+        timestep: torch.Tensor,
+    ) -> torch.Tensor:
+        """One solver step: the UNet (guided: on [negative, positive] latents), then the solver."""
+        guided = settings.guidance > 1
+        model_input = solver.scale_model_input(torch.cat([latents] * 2) if guided else latents, index)
+        with torch.no_grad():
+            prediction = self.unet.denoise(
+                model_input, timestep, conditioning.text, conditioning.pooled, conditioning.time_ids
+            )
+        if guided:
+            unconditional, conditional = prediction.chunk(2)
+            prediction = unconditional + settings.guidance * (conditional - unconditional)
+        return solver.step(latents, prediction, index, generator=generator)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents to an image (1, 3, H, W) in [0, 1]; in float32 when float16 would overflow."""

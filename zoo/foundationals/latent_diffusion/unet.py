@@ -533,7 +533,8 @@ class SpatialTransformer(fl.Residual):
 # -- building blocks: down, middle, up --------------------------------------------------------------
 
 
-def _skip_key(index: int) -> str:
+def skip_key(index: int) -> str:
+    """The context key under which step `index` of the down path stores its output."""
     return f"skip_{index}"
 
 
@@ -541,7 +542,7 @@ class SkipConnection(fl.Concatenate):
     """Concatenates (along channels) the skip that step `index` of the down path stored."""
 
     def __init__(self, index: int) -> None:
-        super().__init__(fl.Identity(), fl.UseContext(CONTEXT, _skip_key(index)), dim=1)
+        super().__init__(fl.Identity(), fl.UseContext(CONTEXT, skip_key(index)), dim=1)
 
 
 class InterpolateToSkip(fl.ContextModule):
@@ -552,7 +553,7 @@ class InterpolateToSkip(fl.ContextModule):
         self.index = index
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip: torch.Tensor = self.use_context(CONTEXT)[_skip_key(self.index)]
+        skip: torch.Tensor = self.use_context(CONTEXT)[skip_key(self.index)]
         return F.interpolate(x, size=skip.shape[-2:], mode="nearest")
 
     def extra_repr(self) -> str:
@@ -580,7 +581,7 @@ class DownBlocks(fl.Chain):
 
         def step(*blocks: torch.nn.Module, channels: int) -> fl.Chain:
             self.skip_channels.append(channels)
-            return fl.Chain(*blocks, fl.SetContext(CONTEXT, _skip_key(len(self.skip_channels) - 1)))
+            return fl.Chain(*blocks, fl.SetContext(CONTEXT, skip_key(len(self.skip_channels) - 1)))
 
         first = config.block_channels[0]
         steps = [
@@ -747,4 +748,5 @@ __all__ = [
     "UpBlocks",
     "Upsample",
     "sinusoidal_embedding",
+    "skip_key",
 ]

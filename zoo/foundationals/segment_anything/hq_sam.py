@@ -4,7 +4,9 @@ Paper: Ke et al., "Segment Anything in High Quality" (NeurIPS 2023, https://arxi
 Upstream: https://github.com/SysCV/sam-hq (`segment_anything/modeling/mask_decoder_hq.py`), the
 `segment-anything-hq` package. Weights: `lkeab/hq-sam` (`sam_hq_vit_b.pth`, `_l`, `_h`), Apache 2.0.
 
-SAM's weights stay as they are; four fluxion adapters add:
+`HQSAM` holds HQ-SAM's own modules (what `zoo convert` writes from a checkpoint, and `zoo.load` reads):
+the HQ token, its MLP and three small convolution stacks. SAM's weights stay as they are; four fluxion
+adapters put those modules into a SAM:
 
     first global-attention encoder block ─► also kept with the image embedding (early ViT features)
     output tokens ─► plus the HQ token
@@ -14,13 +16,13 @@ SAM's weights stay as they are; four fluxion adapters add:
     mask selection ─► SAM's chosen mask (the best-scored multimask one, or the single one) plus the
                       HQ mask; or the HQ mask alone (`hq_token_only`)
 
-`HQSAMAdapter(sam).inject()` puts them in, `eject()` takes them out and leaves SAM exactly as before.
+`HQSAMAdapter(sam, hq).inject()` puts them in, `eject()` takes them out and leaves SAM exactly as before.
 
 Example:
     >>> import torch
     >>> from zoo.foundationals.segment_anything.model import SegmentAnything, SegmentAnythingConfig
     >>> sam = SegmentAnything(SegmentAnythingConfig.tiny())
-    >>> hq = HQSAMAdapter(sam).inject()
+    >>> hq = HQSAMAdapter(sam, HQSAM(HQSAMConfig.tiny())).inject()  # or zoo.load("out/hq_sam.vit_b")
     >>> masks, iou = sam(torch.randn(1, 3, 96, 96), points=torch.tensor([[[10.0, 20.0]]]), labels=torch.ones(1, 1))
     >>> masks.shape, iou.shape  # one mask: SAM's best plus the HQ mask
     (torch.Size([1, 1, 24, 24]), torch.Size([1, 1]))
@@ -29,13 +31,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 import zoo.fluxion as fl
+from zoo.errors import ConfigError
 from zoo.fluxion.layers.weighted import Device, DType
 from zoo.foundationals.segment_anything.image_encoder import EncoderBlock
 from zoo.foundationals.segment_anything.layers import ConvTranspose2d, LayerNorm2d, MultiLayerPerceptron
@@ -49,39 +51,74 @@ from zoo.foundationals.segment_anything.mask_decoder import (
 from zoo.foundationals.segment_anything.model import IMAGE_CONTEXT, SegmentAnything, SegmentAnythingConfig
 
 EARLY_FEATURES = "hq_early_features"
+UPSCALED_CHANNELS = 8  # the upscaled maps have embed_dim / 8 channels, as SAM's upscaled image
 
 # -- config -----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class HQSAMConfig:
-    """Architecture of the HQ-SAM modules; `for_model` reads it off the SAM they go into.
+    """Architecture of the HQ-SAM modules (defaults: `sam_hq_vit_b.pth`'s); `for_model` reads it off a SAM.
+
+    Which encoder block gives the early features is not one of its numbers: it is the first
+    global-attention block of the SAM the modules go into (`first_global_block`).
 
     Attributes:
         vit_dim: Width of the image encoder (of the early features).
         embed_dim: Width of the mask decoder.
-        early_block: The encoder block whose output is the early features (the first global one).
         layer_norm_eps: Epsilon of the channel-wise layer norms.
         hypernetwork_depth: Layers of the HQ token's MLP.
     """
 
     vit_dim: int = 768
     embed_dim: int = 256
-    early_block: int = 2
     layer_norm_eps: float = 1e-6
     hypernetwork_depth: int = 3
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % UPSCALED_CHANNELS:
+            raise ValueError(f"embed_dim {self.embed_dim} must be a multiple of {UPSCALED_CHANNELS}")
 
     @classmethod
     def for_model(cls, config: SegmentAnythingConfig) -> HQSAMConfig:
         """The HQ-SAM modules of a SAM of this config."""
-        encoder = config.image_encoder
-        if not encoder.global_attention_blocks:
-            raise ValueError("HQ-SAM reads the first global-attention block: this encoder has none")
-        return cls(
-            vit_dim=encoder.embed_dim,
-            embed_dim=config.mask_decoder.embed_dim,
-            early_block=min(encoder.global_attention_blocks),
-        )
+        return cls(vit_dim=config.image_encoder.embed_dim, embed_dim=config.mask_decoder.embed_dim)
+
+    @classmethod
+    def vit_b(cls) -> HQSAMConfig:
+        """`sam_hq_vit_b.pth`'s modules, for SAM ViT-B."""
+        return cls.for_model(SegmentAnythingConfig.vit_b())
+
+    @classmethod
+    def vit_l(cls) -> HQSAMConfig:
+        """`sam_hq_vit_l.pth`'s modules, for SAM ViT-L."""
+        return cls.for_model(SegmentAnythingConfig.vit_l())
+
+    @classmethod
+    def vit_h(cls) -> HQSAMConfig:
+        """`sam_hq_vit_h.pth`'s modules, for SAM ViT-H."""
+        return cls.for_model(SegmentAnythingConfig.vit_h())
+
+    @classmethod
+    def tiny(cls) -> HQSAMConfig:
+        """The modules of `SegmentAnythingConfig.tiny()`'s test twin."""
+        return cls.for_model(SegmentAnythingConfig.tiny())
+
+    def describe(self) -> str:
+        """In words, for messages."""
+        return f"a ViT of width {self.vit_dim} and a mask decoder of width {self.embed_dim}"
+
+
+def first_global_block(config: SegmentAnythingConfig) -> int:
+    """The encoder block whose output HQ-SAM reads as its early features.
+
+    Raises:
+        ConfigError: The encoder has no global-attention block.
+    """
+    blocks = config.image_encoder.global_attention_blocks
+    if not blocks:
+        raise ConfigError("HQ-SAM reads the first global-attention block's output: this encoder has none")
+    return min(blocks)
 
 
 # -- modules ----------------------------------------------------------------------------------------
@@ -104,7 +141,7 @@ class EmbeddingEncoder(fl.Chain):
             ConvTranspose2d(width, width // 4, 2, stride=2, device=device, dtype=dtype),
             LayerNorm2d(width // 4, eps=config.layer_norm_eps, device=device, dtype=dtype),
             fl.GeLU(),
-            ConvTranspose2d(width // 4, width // 8, 2, stride=2, device=device, dtype=dtype),
+            ConvTranspose2d(width // 4, width // UPSCALED_CHANNELS, 2, stride=2, device=device, dtype=dtype),
         )
 
 
@@ -117,7 +154,7 @@ class CompressViTFeatures(fl.Chain):
             ConvTranspose2d(config.vit_dim, width, 2, stride=2, device=device, dtype=dtype),
             LayerNorm2d(width, eps=config.layer_norm_eps, device=device, dtype=dtype),
             fl.GeLU(),
-            ConvTranspose2d(width, width // 8, 2, stride=2, device=device, dtype=dtype),
+            ConvTranspose2d(width, width // UPSCALED_CHANNELS, 2, stride=2, device=device, dtype=dtype),
         )
 
 
@@ -125,13 +162,66 @@ class MaskFeatures(fl.Chain):
     """SAM's upscaled image (B, C/8, 4h, 4w) through two 3×3 convolutions, same shape."""
 
     def __init__(self, config: HQSAMConfig, device: Device = None, dtype: DType = None) -> None:
-        eighth, quarter = config.embed_dim // 8, config.embed_dim // 4
+        eighth, quarter = config.embed_dim // UPSCALED_CHANNELS, config.embed_dim // 4
         super().__init__(
             fl.Conv2d(eighth, quarter, 3, padding=1, device=device, dtype=dtype),
             LayerNorm2d(quarter, eps=config.layer_norm_eps, device=device, dtype=dtype),
             fl.GeLU(),
             fl.Conv2d(quarter, eighth, 3, padding=1, device=device, dtype=dtype),
         )
+
+
+# -- the model --------------------------------------------------------------------------------------
+
+
+class HQSAM(fl.Chain):
+    """HQ-SAM's own modules, for one size of SAM: what `HQSAMAdapter` puts into it.
+
+    Called, it gives the HQ mask: (the HQ token after SAM's two-way transformer (B, C), SAM's upscaled
+    image (B, C/8, 4h, 4w), the image embedding (1, C, h, w), the early ViT features (1, vit_dim, h, w))
+    → HQ mask logits (B, 1, 4h, 4w). `token` is the learned HQ token that goes into the transformer.
+
+    Example:
+        >>> import torch
+        >>> hq = HQSAM(HQSAMConfig.tiny())
+        >>> hq(torch.randn(2, 32), torch.randn(2, 4, 24, 24), torch.randn(1, 32, 6, 6), torch.randn(1, 32, 6, 6)).shape
+        torch.Size([2, 1, 24, 24])
+    """
+
+    def __init__(self, config: HQSAMConfig | None = None, device: Device = None, dtype: DType = None) -> None:
+        self.config = config = config or HQSAMConfig()
+        width = config.embed_dim
+        super().__init__(
+            HQToken(1, width, device=device, dtype=dtype),
+            HQHypernetwork(
+                width,
+                width,
+                width // UPSCALED_CHANNELS,
+                config.hypernetwork_depth,
+                device=device,
+                dtype=dtype,
+            ),
+            EmbeddingEncoder(config, device=device, dtype=dtype),
+            CompressViTFeatures(config, device=device, dtype=dtype),
+            MaskFeatures(config, device=device, dtype=dtype),
+        )
+
+    @property
+    def token(self) -> HQToken:
+        return self.layer("HQToken", HQToken)
+
+    def forward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        self,
+        hq_token: torch.Tensor,
+        upscaled_image: torch.Tensor,
+        image_embedding: torch.Tensor,
+        early_features: torch.Tensor,
+    ) -> torch.Tensor:
+        _, hypernetwork, embedding_encoder, compress, mask_features = self
+        # In the original's order (MaskDecoderHQ): the HQ features, the fused map, then the token's MLP.
+        hq_features = embedding_encoder(image_embedding) + compress(early_features)
+        fused = mask_features(upscaled_image) + hq_features.repeat(upscaled_image.shape[0], 1, 1, 1)
+        return masks_from(hypernetwork(hq_token)[:, None], fused)
 
 
 # -- adapters ---------------------------------------------------------------------------------------
@@ -148,11 +238,9 @@ class EarlyFeatures(fl.Chain, fl.Adapter[EncoderBlock]):
 class HQOutputTokens(fl.Concatenate, fl.Adapter[OutputTokens]):
     """SAM's output tokens, then the HQ token."""
 
-    def __init__(
-        self, target: OutputTokens, config: HQSAMConfig, device: Device = None, dtype: DType = None
-    ) -> None:
+    def __init__(self, target: OutputTokens, token: HQToken) -> None:
         with self.setup_adapter(target):
-            super().__init__(target, HQToken(1, config.embed_dim, device=device, dtype=dtype), dim=1)
+            super().__init__(target, token, dim=1)
 
 
 class HQMaskPrediction(fl.Chain, fl.Adapter[MaskPrediction]):
@@ -162,28 +250,16 @@ class HQMaskPrediction(fl.Chain, fl.Adapter[MaskPrediction]):
     read from the context.
     """
 
-    def __init__(
-        self, target: MaskPrediction, config: HQSAMConfig, device: Device = None, dtype: DType = None
-    ) -> None:
-        width = config.embed_dim
+    def __init__(self, target: MaskPrediction, hq: HQSAM) -> None:
         with self.setup_adapter(target):
-            super().__init__(
-                target,
-                HQHypernetwork(
-                    width, width, width // 8, config.hypernetwork_depth, device=device, dtype=dtype
-                ),
-                EmbeddingEncoder(config, device=device, dtype=dtype),
-                CompressViTFeatures(config, device=device, dtype=dtype),
-                MaskFeatures(config, device=device, dtype=dtype),
-            )
+            super().__init__(target, hq)
 
     def forward(self, tokens: torch.Tensor, features: torch.Tensor) -> torch.Tensor:  # pyright: ignore[reportIncompatibleMethodOverride]
-        sam_prediction, hypernetwork, embedding_encoder, compress, mask_features = self
+        sam_prediction, hq = self
         sam_masks = sam_prediction(tokens, features)
-        hq_features = embedding_encoder(self._image_embedding()) + compress(self._early_features())
-        fused = mask_features(features) + hq_features.repeat(features.shape[0], 1, 1, 1)
         hq_token = tokens[:, sam_masks.shape[1]]
-        return torch.cat([sam_masks, masks_from(hypernetwork(hq_token)[:, None], fused)], dim=1)
+        hq_mask = hq(hq_token, features, self._image_embedding(), self._early_features())
+        return torch.cat([sam_masks, hq_mask], dim=1)
 
     def _image_embedding(self) -> torch.Tensor:
         return self.use_context(DECODER_CONTEXT)["image_embedding"]
@@ -229,31 +305,27 @@ class HQSAMAdapter:
 
     Args:
         target: The SAM model (any size).
-        config: The HQ modules' architecture; by default read off the target.
-        weights: HQ weights as `weights()` names them (what `zoo convert hq-sam` writes); loaded
-            strictly. Without, the modules keep their random initialisation.
+        hq: The HQ modules, made for a SAM of the target's widths (`zoo.load` of a `zoo convert` output,
+            on the target's device and dtype); they run inside the target while injected. By default,
+            new ones with their random initialisation.
         hq_token_only: Return the HQ mask alone instead of SAM's mask plus the HQ mask.
+
+    Raises:
+        ConfigError: `hq` is for another size of SAM, or the target's encoder has no global-attention block.
     """
 
-    def __init__(
-        self,
-        target: SegmentAnything,
-        config: HQSAMConfig | None = None,
-        weights: Mapping[str, torch.Tensor] | None = None,
-        hq_token_only: bool = False,
-    ) -> None:
+    def __init__(self, target: SegmentAnything, hq: HQSAM | None = None, hq_token_only: bool = False) -> None:
+        expected = HQSAMConfig.for_model(target.config)
         self.target = target
-        self.config = config or HQSAMConfig.for_model(target.config)
-        device, dtype = target.device, target.dtype
+        self.hq = hq if hq is not None else HQSAM(expected, device=target.device, dtype=target.dtype)
+        _check_fits(self.hq.config, expected)
         decoder = target.mask_decoder
         self.adapters: tuple[Any, ...] = (
-            EarlyFeatures(target.image_encoder.blocks[self.config.early_block]),
-            HQOutputTokens(decoder.ensure_find(OutputTokens), self.config, device=device, dtype=dtype),
-            HQMaskPrediction(decoder.ensure_find(MaskPrediction), self.config, device=device, dtype=dtype),
+            EarlyFeatures(target.image_encoder.blocks[first_global_block(target.config)]),
+            HQOutputTokens(decoder.ensure_find(OutputTokens), self.hq.token),
+            HQMaskPrediction(decoder.ensure_find(MaskPrediction), self.hq),
             HQMaskSelection(decoder.ensure_find(MaskSelection), hq_token_only),
         )
-        if weights is not None:
-            self.load_weights(weights)
 
     @property
     def hq_token_only(self) -> bool:
@@ -279,32 +351,18 @@ class HQSAMAdapter:
         for adapter in reversed(self.adapters):
             adapter.eject()
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The HQ modules' weights: `<adapter>.<module path>`, SAM's own left out."""
-        found: dict[str, torch.Tensor] = {}
-        for adapter in self.adapters:
-            sam_child = next(name for name, child in adapter.named_children() if child is adapter.target)
-            for key, tensor in adapter.state_dict().items():
-                if not key.startswith(sam_child + "."):
-                    found[f"{type(adapter).__name__}.{key}"] = tensor
-        return found
 
-    def load_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
-        """Load `weights()`-named tensors; every key must match, shapes included."""
-        expected = self.weights()
-        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
-        if missing or unexpected or wrong:
-            raise KeyError(
-                f"HQ-SAM weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {wrong[:5]}"
-            )
-        with torch.no_grad():
-            for key, tensor in weights.items():
-                expected[key].copy_(tensor)
+def _check_fits(found: HQSAMConfig, expected: HQSAMConfig) -> None:
+    if (found.vit_dim, found.embed_dim) != (expected.vit_dim, expected.embed_dim):
+        raise ConfigError(
+            f"these HQ-SAM modules are for {found.describe()}; this SAM has {expected.describe()}",
+            hint="use the HQ-SAM weights made for this size of SAM (sam_hq_vit_b.pth for ViT-B, ...)",
+        )
 
 
 __all__ = [
     "EARLY_FEATURES",
+    "HQSAM",
     "CompressViTFeatures",
     "EarlyFeatures",
     "EmbeddingEncoder",
@@ -316,4 +374,5 @@ __all__ = [
     "HQSAMConfig",
     "HQToken",
     "MaskFeatures",
+    "first_global_block",
 ]
