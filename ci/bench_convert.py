@@ -1,21 +1,27 @@
-"""Benchmark: converting a full-size SDXL UNet checkpoint (fp16, 5.1 GB) with zoo's reader + writer.
+"""Benchmark: converting a full-size SDXL UNet (fp16, 5.1 GB) with `zoo convert`, against plain baselines.
 
-Builds, once, a synthetic SDXL UNet safetensors file: the shapes come from diffusers'
-`UNet2DConditionModel` built on the meta device, the values are seeded random numbers streamed
-through our writer, so the whole model is never in memory. Then runs each task in its own
-subprocess, so that peak RSS (from `wait4`) is that task's alone:
+Builds, once, two synthetic SDXL UNet checkpoints in --cache: a diffusers folder (shapes from diffusers'
+`UNet2DConditionModel` on meta, seeded random values streamed through our writer, so the model is never
+in memory) and the same tensors as an original SGM single file (`model.diffusion_model.*`). Then runs
+each task in its own process, --repeat rounds in alternation (the machine may be shared: a slow moment
+then hits every task of one round, not one task of every round), and reports medians:
 
-- zoo: `zoo convert sdxl.unet` on that folder: config derivation, meta trace, the real key map onto
-  our UNet, checks, streaming write (run --repeat times: equal sha256 across processes is checked);
-- trace-meta / trace-real: the full-size key map traced on meta, vs the same trace with real random
-  bfloat16 weights on CPU (skip the latter with --skip-real-trace);
-- rewrite: `safetensors.torch.load_file` + `save_file`, the plain way to rewrite a file;
-- rewrite+fsync: the same, then fsync, since our writer makes its output durable and that costs time;
-- idle: the imports alone, the floor under every task's RSS.
+- zoo: `zoo convert sdxl.unet --source FOLDER` as the command runs it (config, key map, the one pass
+  over the bytes, input hashes, manifest), with its time split (read, transform, check, hash, write,
+  fsync; the stages overlap, on different cores);
+- rewrite: `safetensors.torch.load_file` + `save_file` of the same file; cp: `cp` of the same file;
+- zoo-sgm: `zoo convert sdxl.unet --source FILE` from the SGM single file;
+- diffusers-sgm: diffusers' `UNet2DConditionModel.from_single_file` + `save_pretrained`, the same job;
+- idle: the imports alone, the floor under every task's RSS; trace-meta / trace-real: the key map traced
+  on meta vs with real (bfloat16) weights (--trace; trace-real needs about 11 GB);
+- with --base DIR (another checkout of zoo, e.g. before a change): zoo@base and zoo-sgm@base, the same
+  two conversions by that code, in the same rounds, so before and after are compared pair by pair.
 
-This is not a test; run it by hand or from CI and read the figures:
+Ratios are medians of the per-round ratios of whole-process wall times (start-up and imports included,
+what `time zoo convert ...` shows). zoo's output is fsynced (durable); rewrite's and cp's are not. The
+key-map cache is off (a first conversion) unless --keymap-cache. This is not a test; run it by hand:
 
-    python ci/bench_convert.py --cache /tmp/zoo-bench --clean
+    python ci/bench_convert.py --cache /tmp/zoo-bench --repeat 5 --clean
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # MODELS.md's figures for the SDXL UNet; its config comes from the `sdxl.unet` declaration.
 EXPECTED_TENSORS, EXPECTED_VALUES = 1680, 2_567_463_684
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+SGM_FILE = "sdxl-unet-sgm.safetensors"
+ROUND = ("zoo", "rewrite", "cp", "zoo-sgm", "diffusers-sgm")
+# (task, baseline): the ratios reported, with their targets (issue 18).
+COMPARISONS: list[tuple[str, str, float | None]] = [
+    ("zoo", "rewrite", 1.3),
+    ("zoo", "cp", None),
+    ("zoo-sgm", "diffusers-sgm", 0.5),
+    ("zoo-sgm", "rewrite", None),
+    ("zoo@base", "rewrite", None),
+    ("zoo@base", "cp", None),
+    ("zoo-sgm@base", "diffusers-sgm", None),
+    ("zoo", "zoo@base", None),
+    ("zoo-sgm", "zoo-sgm@base", None),
+]
+BASE_TASKS = {"zoo@base": "zoo", "zoo-sgm@base": "zoo-sgm"}
+STAGE_ORDER = ("trace", "read", "transform", "check", "hash", "write", "fsync", "wall")
 
 Detail = dict[str, Any]
 
@@ -53,11 +77,11 @@ def sdxl_unet_config() -> dict[str, Any]:
 
 
 def task_idle(_args: list[str]) -> Detail:
-    """Imports what the other tasks import, and nothing more."""
-    import safetensors.torch  # noqa: F401
+    """Imports what the zoo task imports, and nothing more."""
+    import diffusers  # noqa: F401
     import torch  # noqa: F401
 
-    import converters._checkpoints  # noqa: F401
+    import converters._convert.by_name  # noqa: F401
 
     return {}
 
@@ -90,22 +114,62 @@ def task_build(args: list[str]) -> Detail:
     return {"sha256": summary.sha256, "bytes": summary.byte_count, "tensors": summary.tensor_count}
 
 
+def task_build_sgm(args: list[str]) -> Detail:
+    """The diffusers UNet file `args[0]` as an original SGM single file `args[1]` (keys renamed only)."""
+    from converters._checkpoints import TensorPlan, open_checkpoint, write_safetensors
+    from converters.stable_diffusion.original_names import UNET_PREFIX
+    from converters.stable_diffusion.original_writer import unet_tensors
+
+    with open_checkpoint(Path(args[0])) as reader:
+        header = {key: (reader.shape(key), reader.dtype(key)) for key in reader.keys()}
+        plans = [
+            TensorPlan(UNET_PREFIX + name, t.shape, t.dtype, _maker(t.make, reader.get, t.inputs[0][1]))
+            for name, t in unet_tensors("unet", header).items()
+        ]
+        summary = write_safetensors(Path(args[1]), plans)
+    return {"sha256": summary.sha256, "bytes": summary.byte_count}
+
+
+def _maker(make: Callable[[list[Any]], Any], get: Callable[[str], Any], key: str) -> Callable[[], Any]:
+    return lambda: make([get(key)])
+
+
 def task_zoo(args: list[str]) -> Detail:
-    """`zoo convert sdxl.unet`: the diffusers UNet folder holding `args[0]` onto our UNet, in `args[1]`.
+    """`zoo convert sdxl.unet --source args[0] --out args[1]`, then the output is deleted."""
+    try:
+        from converters._convert.by_name import convert
+    except ImportError:  # a checkout from before issue 18 (--base): the same function, then in run.py
+        from converters.run import convert  # pyright: ignore[reportMissingImports]
 
-    The whole pipeline: config derivation, meta trace, key map, checks, streaming write.
-    """
-    from converters import registry
-    from converters._convert.component import convert_component
-    from converters._convert.sources import resolve_source
-
-    conversion = registry.resolve("sdxl.unet")[0]
     out = Path(args[1])
-    result = convert_component(conversion, resolve_source(conversion, Path(args[0]).parent), out)
-    written = out / "sdxl.unet" / "model.safetensors"
-    detail = {"sha256": result.sha256, "bytes": result.bytes}
+    run = convert("sdxl.unet", out=out, source=args[0])
+    result = run.results[0]
     shutil.rmtree(out)
-    return detail | {"removed": str(written)}
+    stages = dict(getattr(result, "stages", {}))  # absent before issue 18
+    return {"sha256": result.sha256, "bytes": result.bytes, "stages": stages}
+
+
+def task_rewrite(args: list[str]) -> Detail:
+    """Rewrites `args[0]` into `args[1]` with `load_file` + `save_file`."""
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(args[0]), args[1])
+    return {"bytes": Path(args[1]).stat().st_size}
+
+
+def task_diffusers_sgm(args: list[str]) -> Detail:
+    """diffusers: `from_single_file(args[0])` (config from the folder `args[2]`) + `save_pretrained(args[1])`."""
+    import torch
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_single_file(
+        args[0], config=args[2], torch_dtype=torch.float16, local_files_only=True
+    )
+    unet.save_pretrained(args[1])
+    written = Path(args[1]) / WEIGHTS_FILE
+    detail = {"bytes": written.stat().st_size}
+    shutil.rmtree(args[1])
+    return detail
 
 
 def task_trace_meta(_args: list[str]) -> Detail:
@@ -115,7 +179,6 @@ def task_trace_meta(_args: list[str]) -> Detail:
 
     conversion = registry.resolve("sdxl.unet")[0]
     traced = trace_conversion(conversion, conversion.synthetic_configs("full"), use_cache=False)
-    # `seconds` of the task includes importing diffusers; this is building both models + tracing.
     return {"entries": len(traced.keymap.entries), "build_and_trace_seconds": round(traced.seconds, 2)}
 
 
@@ -141,49 +204,26 @@ def task_trace_real(_args: list[str]) -> Detail:
         lambda model: conversion.run_target(model, inputs),
         conversion.overrides(config),
     )
-    return {
-        "entries": len(keymap.entries),
-        "build_and_trace_seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def task_rewrite(args: list[str]) -> Detail:
-    """Rewrites `args[0]` into `args[1]` with `load_file` + `save_file`."""
-    from safetensors.torch import load_file, save_file
-
-    save_file(load_file(args[0]), args[1])
-    return {"bytes": Path(args[1]).stat().st_size}
-
-
-def task_rewrite_fsync(args: list[str]) -> Detail:
-    """Like `task_rewrite`, then fsyncs the output, as our writer does."""
-    detail = task_rewrite(args)
-    with open(args[1], "rb") as stream:
-        os.fsync(stream.fileno())
-    return detail
+    seconds = round(time.perf_counter() - started, 2)
+    return {"entries": len(keymap.entries), "build_and_trace_seconds": seconds}
 
 
 TASKS: dict[str, Callable[[list[str]], Detail]] = {
     "idle": task_idle,
     "build": task_build,
+    "build-sgm": task_build_sgm,
     "zoo": task_zoo,
+    "zoo-sgm": task_zoo,
     "rewrite": task_rewrite,
-    "rewrite-fsync": task_rewrite_fsync,
+    "diffusers-sgm": task_diffusers_sgm,
     "trace-meta": task_trace_meta,
     "trace-real": task_trace_real,
 }
 
-# (label, task, baseline label, baseline task): the ratios the benchmark reports.
-COMPARISONS: list[tuple[str, str, str, str]] = [
-    ("zoo convert sdxl.unet", "zoo", "load_file + save_file", "rewrite"),
-    ("zoo convert sdxl.unet", "zoo", "load_file + save_file + fsync", "rewrite-fsync"),
-    ("trace on meta", "trace-meta", "trace with real weights", "trace-real"),
-]
 
-
-def run_child(task: str, args: list[str]) -> None:
-    """Child side: runs a task, prints its own duration (imports excluded) as a JSON line."""
-    sys.path.insert(0, str(REPO_ROOT))
+def run_child(task: str, args: list[str], root: Path) -> None:
+    """Child side: runs a task with the zoo of `root`, prints its duration (start-up excluded) as JSON."""
+    sys.path.insert(0, str(root))
     start = time.perf_counter()
     detail = TASKS[task](args)
     print(json.dumps({"seconds": time.perf_counter() - start, "detail": detail}))
@@ -198,100 +238,151 @@ class Measurement:
 
     Attributes:
         task: The task's name.
-        seconds: Time spent in the task itself, as the child measured it (imports excluded).
-        process_seconds: Wall time of the whole child process, start-up and imports included.
-        peak_rss: The child's peak resident set size, in bytes.
+        seconds: Wall time of the whole process, start-up and imports included.
+        task_seconds: Time in the task itself, as the child measured it (imports inside the task count).
+        cpu_seconds: User + system CPU time of the process.
+        peak_rss: The process's peak resident set size, in bytes.
         detail: What the task reported.
     """
 
     task: str
     seconds: float
-    process_seconds: float
+    task_seconds: float
+    cpu_seconds: float
     peak_rss: int
     detail: Detail
 
 
-def measure(task: str, *args: str | Path) -> Measurement:
-    """Runs a task in a fresh interpreter and measures it."""
+def measure(task: str, command: Sequence[str | Path], env: dict[str, str]) -> Measurement:
+    """Runs one process and measures it (a Python task reports its own time and detail on stdout)."""
     # Flush the previous task's dirty pages first, or their writeback would slow this task down.
     os.sync()
     start = time.perf_counter()
-    command = [sys.executable, str(Path(__file__).resolve()), "--task", task, *map(str, args)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, text=True, env=env)
     assert process.stdout is not None
     output = process.stdout.read()
     # wait4 gives this child's own rusage; RUSAGE_CHILDREN would mix all children together.
     _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"task {task!r} failed with exit code {process.returncode}")
-    report = json.loads(output.strip().splitlines()[-1])
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"task {task!r} failed with exit status {os.waitstatus_to_exitcode(status)}")
+    lines = output.strip().splitlines()
+    report = json.loads(lines[-1]) if lines else {"seconds": seconds, "detail": {}}
     # Linux reports ru_maxrss in KiB.
-    return Measurement(
-        task, report["seconds"], time.perf_counter() - start, usage.ru_maxrss * 1024, report["detail"]
-    )
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measurement(task, seconds, report["seconds"], cpu, usage.ru_maxrss * 1024, report["detail"])
 
 
-def ensure_source(cache: Path, seed: int) -> tuple[Path, Measurement | None, str]:
-    """Returns the cached synthetic checkpoint, its build measurement (None if reused) and sha256."""
+def python_task(task: str, *args: str | Path, root: Path = REPO_ROOT) -> list[str | Path]:
+    return [sys.executable, Path(__file__).resolve(), "--root", root, "--task", task, *args]
+
+
+def ensure_sources(cache: Path, seed: int, env: dict[str, str]) -> tuple[Path, Path, list[Measurement]]:
+    """The cached diffusers folder and SGM file (built when missing), and the builds' measurements."""
     folder = cache / f"sdxl-unet-fp16-seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(sdxl_unet_config()))
-    path = folder / "diffusion_pytorch_model.safetensors"
-    sidecar = path.with_suffix(".json")
-    # The writer is atomic, so an existing file is complete; the sidecar holds its digest.
-    if path.exists() and sidecar.exists():
-        return path, None, json.loads(sidecar.read_text())["sha256"]
-    build = measure("build", path, str(seed))
-    sidecar.write_text(json.dumps(build.detail))
-    return path, build, build.detail["sha256"]
+    weights, sgm = folder / WEIGHTS_FILE, cache / f"seed{seed}-{SGM_FILE}"
+    builds = []
+    # The writer is atomic, so an existing file is complete.
+    if not weights.exists():
+        builds.append(measure("build", python_task("build", weights, str(seed)), env))
+    if not sgm.exists():
+        builds.append(measure("build-sgm", python_task("build-sgm", weights, sgm), env))
+    return folder, sgm, builds
 
 
-def run_conversions(source: Path, cache: Path, repeat: int, skip_real_trace: bool) -> list[Measurement]:
-    """Runs every conversion task `repeat` times, alternating, deleting each output after use."""
-    results = [measure("idle"), measure("trace-meta")]
-    if not skip_real_trace:
-        results.append(measure("trace-real"))
-    for _ in range(repeat):
-        for task in ("zoo", "rewrite", "rewrite-fsync"):
-            output = cache / (f"out-{task}" if task == "zoo" else f"out-{task}.safetensors")
-            results.append(measure(task, source, output))
-            if output.is_file():
-                output.unlink()
+def round_commands(folder: Path, sgm: Path, cache: Path, base: Path | None) -> dict[str, list[str | Path]]:
+    weights, out = folder / WEIGHTS_FILE, cache / "out"
+    commands: dict[str, list[str | Path]] = {
+        "zoo": python_task("zoo", folder, out / "zoo"),
+        "rewrite": python_task("rewrite", weights, out / "rewrite.safetensors"),
+        "cp": ["cp", weights, out / "cp.safetensors"],
+        "zoo-sgm": python_task("zoo-sgm", sgm, out / "zoo-sgm"),
+        "diffusers-sgm": python_task("diffusers-sgm", sgm, out / "diffusers-sgm", folder),
+    }
+    if base is not None:
+        commands["zoo@base"] = python_task("zoo", folder, out / "zoo-base", root=base)
+        commands["zoo-sgm@base"] = python_task("zoo-sgm", sgm, out / "zoo-sgm-base", root=base)
+    return commands
+
+
+def run_rounds(
+    folder: Path, sgm: Path, cache: Path, args: argparse.Namespace, env: dict[str, str]
+) -> list[Measurement]:
+    """`args.repeat` rounds of every task of ROUND, alternating, each output deleted after its run."""
+    results = [measure("idle", python_task("idle"), env)]
+    if args.trace:
+        results.append(measure("trace-meta", python_task("trace-meta"), env))
+        results.append(measure("trace-real", python_task("trace-real"), env))
+    commands = round_commands(folder, sgm, cache, args.base)
+    tasks = [task for task in (*ROUND, *BASE_TASKS) if task in commands and task not in args.skip]
+    for _ in range(args.repeat):
+        for task in tasks:
+            (cache / "out").mkdir(exist_ok=True)
+            results.append(measure(task, commands[task], env))
+            shutil.rmtree(cache / "out")
     return results
 
 
-def fastest(results: list[Measurement]) -> dict[str, Measurement]:
-    """Returns the fastest run of each task."""
-    best: dict[str, Measurement] = {}
+def by_task(results: list[Measurement]) -> dict[str, list[Measurement]]:
+    grouped: dict[str, list[Measurement]] = {}
     for result in results:
-        if result.task not in best or result.seconds < best[result.task].seconds:
-            best[result.task] = result
-    return best
+        grouped.setdefault(result.task, []).append(result)
+    return grouped
 
 
 def report(results: list[Measurement]) -> list[str]:
-    """Formats the measurements and the ratios of COMPARISONS."""
-    lines = [f"{'task':<16}{'task s':>10}{'process s':>12}{'peak RSS GB':>14}"]
-    for result in results:
+    """Medians per task, paired ratios against the baselines, zoo's time split, output checks."""
+    grouped = by_task(results)
+    lines = [f"{'task':<15}{'runs':>5}{'process s':>11}{'task s':>9}{'CPU s':>8}{'peak RSS GB':>13}"]
+    for task, runs in grouped.items():
         lines.append(
-            f"{result.task:<16}{result.seconds:>10.2f}{result.process_seconds:>12.2f}{result.peak_rss / 1e9:>14.2f}"
+            f"{task:<15}{len(runs):>5}{_median(runs, 'seconds'):>11.2f}{_median(runs, 'task_seconds'):>9.2f}"
+            f"{_median(runs, 'cpu_seconds'):>8.2f}{_median(runs, 'peak_rss') / 1e9:>13.2f}"
         )
-    for result in results:
-        if "build_and_trace_seconds" in result.detail:
-            seconds = result.detail["build_and_trace_seconds"]
-            lines.append(
-                f"{result.task}: building both models and tracing took {seconds:.2f}s (imports excluded)"
-            )
-    best = fastest(results)
-    for label, task, baseline_label, baseline in COMPARISONS:
-        if task in best and baseline in best:
-            time_ratio = best[task].seconds / best[baseline].seconds
-            rss_ratio = best[task].peak_rss / best[baseline].peak_rss
-            lines.append(f"{label} / {baseline_label}: time x{time_ratio:.2f}, peak RSS x{rss_ratio:.2f}")
-    shas = {result.detail.get("sha256") for result in results if result.task == "zoo"}
-    if shas:
-        lines.append(f"conversions in separate processes gave identical sha256: {len(shas) == 1}")
+    lines += ["", "ratios (median of per-round ratios of whole-process wall time):"]
+    lines += [_ratio_line(results, task, baseline, target) for task, baseline, target in COMPARISONS]
+    lines += ["", "time split, median seconds per stage (stages overlap on different cores):"]
+    lines += [_split_line(task, grouped[task]) for task in ("zoo", "zoo-sgm", *BASE_TASKS) if task in grouped]
+    lines += ["", *_output_checks(grouped)]
+    return [line for line in lines if line is not None]
+
+
+def _median(runs: list[Measurement], attribute: str) -> float:
+    return statistics.median(getattr(run, attribute) for run in runs)
+
+
+def _ratio_line(results: list[Measurement], task: str, baseline: str, target: float | None) -> str:
+    pairs = _paired(results, task, baseline)
+    if not pairs:
+        return f"  {task} / {baseline}: not measured"
+    ratio = statistics.median(a.seconds / b.seconds for a, b in pairs)
+    rss = statistics.median(a.peak_rss / b.peak_rss for a, b in pairs)
+    verdict = "" if target is None else f"  (target <= {target}: {'met' if ratio <= target else 'NOT met'})"
+    return f"  {task} / {baseline}: time x{ratio:.2f}, peak RSS x{rss:.2f} over {len(pairs)} rounds{verdict}"
+
+
+def _paired(results: list[Measurement], task: str, baseline: str) -> list[tuple[Measurement, Measurement]]:
+    """The i-th run of `task` with the i-th run of `baseline`: both ran in the same round."""
+    grouped = by_task(results)
+    return list(zip(grouped.get(task, []), grouped.get(baseline, []), strict=False))
+
+
+def _split_line(task: str, runs: list[Measurement]) -> str:
+    stages = [run.detail.get("stages") or {} for run in runs]
+    if not any(stages):
+        return f"  {task}: no time split (this zoo version does not report one)"
+    medians = {name: statistics.median(s.get(name, 0.0) for s in stages) for name in STAGE_ORDER}
+    return f"  {task}: " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in medians.items())
+
+
+def _output_checks(grouped: dict[str, list[Measurement]]) -> list[str]:
+    lines = []
+    for task in ("zoo", "zoo-sgm", *BASE_TASKS):
+        shas = {run.detail.get("sha256") for run in grouped.get(task, [])}
+        if shas:
+            lines.append(f"{task}: {len(grouped[task])} runs, sha256 {', '.join(sorted(map(str, shas)))}")
     return lines
 
 
@@ -300,33 +391,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--cache",
-        type=Path,
-        default=Path("/tmp/zoo-bench"),
-        help="folder for the synthetic checkpoint (5.1 GB)",
+        "--cache", type=Path, default=Path("/tmp/zoo-bench"), help="folder for the synthetic checkpoints"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic values")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each conversion task")
-    parser.add_argument("--clean", action="store_true", help="delete the cache folder afterwards")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the alternating tasks")
     parser.add_argument(
-        "--skip-real-trace", action="store_true", help="skip the real-weights trace (about 11 GB RSS)"
+        "--skip", nargs="*", default=[], choices=ROUND, help="tasks to leave out of the rounds"
     )
+    parser.add_argument(
+        "--trace", action="store_true", help="also trace on meta and with real weights (11 GB)"
+    )
+    parser.add_argument(
+        "--base", type=Path, help="another zoo checkout (e.g. before a change) to run in the same rounds"
+    )
+    parser.add_argument("--keymap-cache", action="store_true", help="keep zoo's key-map cache on (warm)")
+    parser.add_argument("--clean", action="store_true", help="delete the cache folder afterwards")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
     parser.add_argument("--task", choices=sorted(TASKS), help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
     parser.add_argument("task_args", nargs="*", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def child_env(args: argparse.Namespace) -> dict[str, str]:
+    # Each child puts its own zoo first on sys.path (--root); nothing else may bring another one.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    if args.keymap_cache:
+        return {**env, "ZOO_CACHE": str(args.cache / "zoo-cache")}
+    return {**env, "ZOO_NO_CACHE": "1"}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.task:
-        run_child(args.task, args.task_args)
+        run_child(args.task, args.task_args, args.root)
         return
+    env = child_env(args)
     try:
-        source, build, _source_sha256 = ensure_source(args.cache, args.seed)
-        results = ([build] if build else []) + run_conversions(
-            source, args.cache, args.repeat, args.skip_real_trace
-        )
+        folder, sgm, builds = ensure_sources(args.cache, args.seed, env)
+        results = builds + run_rounds(folder, sgm, args.cache, args, env)
     finally:
         if args.clean:
             shutil.rmtree(args.cache, ignore_errors=True)

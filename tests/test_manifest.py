@@ -228,7 +228,7 @@ def test_convert_writes_a_valid_manifest_of_what_it_read_and_wrote(out: Path) ->
         assert source["license"] is None and "licence is not known" in source["unknown"]["license"]
     assert entry["convert"] == {
         "source_kind": "local",
-        "source": "synthetic-source/sd15-tiny",
+        "source": "synthetic-source/sd15.autoencoder-tiny",
         "dtype": "keep",
     }
     assert (
@@ -272,7 +272,7 @@ def test_entries_accumulate_and_parity_survives_identical_bytes(out: Path) -> No
     }
     entry["unknown"].pop("parity")
     write_manifest(path, data)
-    source = out / "synthetic-source" / "sd15-tiny"
+    source = out / "synthetic-source" / "sd15.autoencoder-tiny"
     convert("sd15.autoencoder", out=out, source=str(source))  # same bytes: the measurement still holds
     assert read_manifest(path).entries["sd15.autoencoder"]["parity"]["max_relative_error"] == 1e-7
     convert("sd15.autoencoder", out=out, source=str(source), dtype=torch.float16)  # new bytes: it does not

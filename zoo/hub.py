@@ -3,8 +3,9 @@
 Downloads go through `hf_hub_download` into the standard HF cache (`HF_HOME`, `HF_HUB_CACHE`) and honour
 `HF_HUB_OFFLINE`: with a populated cache everything works offline, and a 40-hex revision resolves to
 its own snapshot whatever `refs/main` says. Every file with a known sha256 is hashed (streaming) before
-anything reads it. Tokens come from the environment or the HF login, are never passed around by zoo,
-and are scrubbed from every message.
+anything reads it. Recording what a conversion read needs no second pass: in the cache an LFS file's blob
+is named by its sha256, the Hub's own (`hash_file`). Tokens come from the environment or the HF login, are never passed around by zoo, and are scrubbed from
+every message.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from zoo.errors import HashMismatchError, HubError, ZooError
 
@@ -48,6 +49,24 @@ class Pin(Protocol):
 
 # -- hashing ----------------------------------------------------------------------------------------
 
+HashOrigin = Literal["content", "hf-cache-blob-name"]
+
+
+@dataclass(frozen=True)
+class FileHash:
+    """A file's sha256 and size, and how the sha256 is known.
+
+    Attributes:
+        sha256: Hex sha256.
+        size: Bytes.
+        origin: `content` (the bytes were hashed) or `hf-cache-blob-name` (the HF cache names the file's
+            blob by it: the sha256 the Hub gave for an LFS file; not read again).
+    """
+
+    sha256: str
+    size: int
+    origin: HashOrigin
+
 
 def sha256_file(path: Path) -> str:
     """sha256 of a file, read in 1 MiB chunks (never whole into memory)."""
@@ -58,8 +77,36 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cached_blob_sha256(path: Path) -> str | None:
+    """The sha256 of a file of an HF cache snapshot, from its blob's name; None when it is not named so.
+
+    The cache keeps each file once, as `blobs/<name>`, and links it from `snapshots/<commit>/<file>`: an
+    LFS file's blob is named by its sha256 (64 hex digits), a git file's by its git sha1 (40), which is
+    not a sha256. A copied (not linked) snapshot file, as on systems without symlinks, has no name to use.
+    """
+    snapshot = _snapshot(path)
+    if snapshot is None or not Path(path).is_symlink():
+        return None
+    storage, _, _ = snapshot
+    blob = Path(os.path.realpath(path))
+    if blob.parent != Path(os.path.realpath(storage / "blobs")) or not SHA256.match(blob.name):
+        return None
+    return blob.name
+
+
+def hash_file(path: Path) -> FileHash:
+    """A file's sha256: from its HF cache blob name when it has one, else by reading it."""
+    size = Path(path).stat().st_size
+    named = cached_blob_sha256(path)
+    if named is not None:
+        return FileHash(named, size, "hf-cache-blob-name")
+    return FileHash(sha256_file(path), size, "content")
+
+
 def verify_file(path: Path, sha256: str | None, size: int | None = None, *, name: str | None = None) -> str:
     """Check a file against its expected size and sha256 (either may be unknown); returns its sha256.
+
+    The bytes are read even in the HF cache (a blob's name is what the Hub said, not what the disk holds).
 
     Raises:
         HashMismatchError: naming the file (`name`, else the path) and both values.
@@ -99,12 +146,20 @@ def cached_file_origin(path: Path) -> HubFile | None:
 
     The cache layout is `models--ORG--NAME/snapshots/<40-hex commit>/<file in repo>`.
     """
+    snapshot = _snapshot(path)
+    if snapshot is None:
+        return None
+    storage, commit, filename = snapshot
+    return HubFile(storage.name.removeprefix("models--").replace("--", "/"), filename, commit)
+
+
+def _snapshot(path: Path) -> tuple[Path, str, str] | None:
+    """(the `models--ORG--NAME` folder, the commit, the file in the repo) of a snapshot path."""
     parts = Path(os.path.abspath(path)).parts
     for index in range(len(parts) - 3, 0, -1):
         folder, snapshots, commit = parts[index - 1 : index + 2]
         if snapshots == "snapshots" and folder.startswith("models--") and COMMIT.match(commit):
-            repo = folder.removeprefix("models--").replace("--", "/")
-            return HubFile(repo, "/".join(parts[index + 2 :]), commit)
+            return Path(*parts[:index]), commit, "/".join(parts[index + 2 :])
     return None
 
 
@@ -394,16 +449,20 @@ __all__ = [
     "OFFLINE_HINT",
     "SHA256",
     "CommitPlan",
+    "FileHash",
+    "HashOrigin",
     "HubFile",
     "Pin",
     "PushResult",
     "StagedFile",
+    "cached_blob_sha256",
     "cached_file_origin",
     "cached_path",
     "download_file",
     "download_optional_files",
     "download_pinned",
     "download_pipeline_parts",
+    "hash_file",
     "hub_errors",
     "push_commit",
     "scrub_secrets",

@@ -1,9 +1,10 @@
 """What `zoo publish` puts on the Hub, decided before anything is sent.
 
 The converted files (hash-checked against the manifest), the manifest entry rewritten for the repo's
-layout, and a model card generated from that entry: base model and licence inherited from the
-sources, a table of files with sha256, the parity figures, and how to reproduce the files with
-`zoo convert`. Everything lands in one commit plan (`zoo.hub.CommitPlan`).
+layout, and a model card generated from that entry: base model and licence (inherited from the
+sources, proven by a local file's hash, or declared by the publisher: `zoo.licensing`), a table of
+files with sha256, the parity figures, and how to reproduce the files with `zoo convert`. Everything
+lands in one commit plan (`zoo.hub.CommitPlan`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from zoo import __version__
 from zoo.errors import ConfigError, HashMismatchError, HubError
 from zoo.hub import CommitPlan, StagedFile, hub_errors
+from zoo.licensing import HUB_LICENSES, Licensing, UpstreamFile, resolve_licensing
 from zoo.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -35,19 +37,6 @@ from zoo.manifest import (
 LIBRARY_NAME = "zoo"
 CARD_NAME = "README.md"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# Licence ids the Hub accepts in card metadata (a subset: anything else must be `other` with
-# `license_name` and `license_link`, and the Hub's own validator has the last word when online).
-HUB_LICENSES = frozenset(
-    """
-    apache-2.0 mit openrail openrail++ creativeml-openrail-m bigscience-openrail-m bigscience-bloom-rail-1.0
-    bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear
-    c-uda cc cc0-1.0 cc-by-2.0 cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0
-    cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0
-    cc-by-nc-sa-4.0 cdla-sharing-1.0 cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0
-    epl-2.0 eupl-1.1 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc ms-pl mpl-2.0 odc-by
-    odbl osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl other
-    """.split()
-)
 
 
 @dataclass(frozen=True)
@@ -57,6 +46,7 @@ class Publication:
     entries: dict[str, dict[str, Any]]
     files: tuple[StagedFile, ...]
     manifest: StagedFile
+    licensing: Licensing
 
 
 def prepare_publication(
@@ -67,15 +57,24 @@ def prepare_publication(
     revision: str | None = None,
     create_pr: bool = False,
     dry_run: bool = False,
+    license: str | None = None,
+    base_model: str | None = None,
+    upstream: Mapping[str, UpstreamFile] | None = None,
 ) -> CommitPlan:
     """Stage NAME's files from OUT, generate and validate its card, and plan the one commit.
 
-    Refuses (raising) when a file's hash differs from the manifest, when the licence is unknown, or
-    when the card does not validate (locally always; by the Hub too when online and not a dry run).
+    `upstream` (declared pinned files by sha256) lets a local source prove its licence by its hash;
+    `license` and `base_model` are the publisher's own declaration, for sources nothing proves.
+
+    Refuses (raising) when a file's hash differs from the manifest, when the licence is unknown and not
+    declared, or when the card does not validate (locally always; by the Hub too when online and not a
+    dry run).
     """
     if not REPO_ID.match(repo):
         raise ConfigError(f"--repo must be ORG/NAME, got {repo!r}")
-    publication = stage_publication(out, name)
+    if base_model is not None and not REPO_ID.match(base_model):
+        raise ConfigError(f"--base-model must be ORG/NAME, got {base_model!r}")
+    publication = stage_publication(out, name, upstream or {}, license, base_model)
     card = build_model_card(publication, repo)
     validate_model_card(card, publication, online=not dry_run and not _offline())
     readme = str(card).encode()
@@ -90,15 +89,25 @@ def prepare_publication(
     )
 
 
-def stage_publication(out: Path, name: str) -> Publication:
-    """NAME's entries from `OUT/manifest.json` and their outputs, each checked against its sha256."""
+def stage_publication(
+    out: Path,
+    name: str,
+    upstream: Mapping[str, UpstreamFile] | None = None,
+    license: str | None = None,
+    base_model: str | None = None,
+) -> Publication:
+    """NAME's entries from `OUT/manifest.json` and their outputs, each checked against its sha256.
+
+    The entries' licensing is resolved first (`zoo.licensing.resolve_licensing`, which refuses an
+    unknown licence); a licence proven by hash is written into the published copy of the entries.
+    """
     manifest = read_manifest(out / MANIFEST_NAME)
     names = select(manifest, [name])
+    licensing = resolve_licensing([manifest.entries[n] for n in names], upstream or {}, license, base_model)
     entries: dict[str, dict[str, Any]] = {}
     files: list[StagedFile] = []
     for entry_name in names:
-        entry = copy.deepcopy(manifest.entries[entry_name])
-        _require_license(entry)
+        entry = _licensed(copy.deepcopy(manifest.entries[entry_name]), licensing)
         _check_outputs(manifest, entry_name, out)
         root = manifest.output_root(out)
         for output in entry["outputs"]:
@@ -108,7 +117,30 @@ def stage_publication(out: Path, name: str) -> Publication:
         entries[entry_name] = entry
     data = new_manifest("output")
     data["conversions"] = entries
-    return Publication(entries, tuple(files), _staged_bytes(MANIFEST_NAME, dumps(data).encode()))
+    return Publication(entries, tuple(files), _staged_bytes(MANIFEST_NAME, dumps(data).encode()), licensing)
+
+
+def _licensed(entry: dict[str, Any], licensing: Licensing) -> dict[str, Any]:
+    """The entry as published: a licence its sources' hashes prove is recorded; a declared one is not.
+
+    A declared licence stays `null` in the manifest (zoo does not know it), its reason saying who
+    declared what; the model card carries the declaration.
+    """
+    if licensing.how == "declared":
+        entry["unknown"]["license"] = (
+            f"not proven by the sources: the publisher declared {licensing.license} "
+            f"(zoo publish --license); {entry['unknown'].get('license', '')}"
+        ).rstrip("; ")
+        return entry
+    matched = {path for path, _ in licensing.matches}
+    for source in entry["sources"]:
+        if source["license"] is None and (source.get("path") or source.get("file")) in matched:
+            source["license"] = licensing.license
+            source["unknown"].pop("license", None)
+    # The weights carry the licence; their configs and tokenizer files come with them.
+    entry["license"] = licensing.license
+    entry["unknown"].pop("license", None)
+    return entry
 
 
 def _check_outputs(manifest: Manifest, name: str, out: Path) -> None:
@@ -123,14 +155,6 @@ def _check_outputs(manifest: Manifest, name: str, out: Path) -> None:
             raise HubError(
                 f"refusing to publish a file without a recorded sha256: {check.detail}", file=check.path
             )
-
-
-def _require_license(entry: Mapping[str, Any]) -> None:
-    if entry["license"] is None:
-        raise HubError(
-            f"refusing to publish {entry['name']}: its licence is unknown ({entry['unknown']['license']})",
-            hint="convert from the declared Hub repository (its licence is recorded), not from a local copy",
-        )
 
 
 def _repo_path(file: str, name: str, single: bool) -> str:
@@ -158,11 +182,11 @@ def build_model_card(publication: Publication, repo: str) -> Any:
 
     entries = list(publication.entries.values())
     # Hub sources, and local files an entry identified as a declared Hub file (they carry its repo).
-    bases = sorted({s["repo"] for e in entries for s in e["sources"] if s.get("repo")})
+    bases = list(publication.licensing.base_models)
     families = sorted({re.split(r"[./]", e["name"], maxsplit=1)[0] for e in entries})
     data = ModelCardData(
         base_model=bases[0] if len(bases) == 1 else bases,
-        license=entries[0]["license"] if len({e["license"] for e in entries}) == 1 else None,
+        license=publication.licensing.license,
         library_name=LIBRARY_NAME,
         tags=["zoo", "safetensors", *families, *(e["name"] for e in entries)],
         license_name=_license_detail(entries[0], "license_name"),
@@ -179,10 +203,11 @@ def _license_detail(entry: Mapping[str, Any], key: str) -> str | None:
 
 def _body(publication: Publication, repo: str, bases: list[str]) -> list[str]:
     entries = list(publication.entries.values())
+    origin = "made from" if publication.licensing.declared_base else "converted from"
     lines = [f"# {repo}", ""]
     for entry in entries:
         lines.append(
-            f"`{entry['name']}`: {entry['description']}, converted from "
+            f"`{entry['name']}`: {entry['description']}, {origin} "
             f"{', '.join(f'[{b}](https://huggingface.co/{b})' for b in bases)} by zoo {entry['zoo_version']} "
             f"for `{entry['target']['model_class']}`."
         )
@@ -203,13 +228,35 @@ def _body(publication: Publication, repo: str, bases: list[str]) -> list[str]:
             *_reproduce(entry),
         ]
     lines += ["", *_use(repo, list(publication.entries))]
-    lines += [
-        "",
-        "## Licence",
-        "",
-        f"The weights keep the licence of their source: `{entries[0]['license']}`.",
-        "",
+    return [*lines, "", "## Licence", "", *_licence(publication.licensing), ""]
+
+
+def _licence(licensing: Licensing) -> list[str]:
+    """How the licence (and base model) is known: inherited, proven by a hash, or the publisher's word."""
+    if licensing.how == "inherited":
+        return [f"The weights keep the licence of their source: `{licensing.license}`."]
+    if licensing.how == "hash-matched":
+        lines = [
+            f"The weights keep the licence of their source: `{licensing.license}`. Converted from local files,"
+        ]
+        lines += [
+            "each the declared upstream file its sha256 equals, whose licence and repository it carries:",
+            "",
+        ]
+        lines += [
+            f"- `{path}` is `{m.repo}/{m.filename}`" + (f" at `{m.revision}`" if m.revision else "")
+            for path, m in licensing.matches
+        ]
+        return lines
+    lines = [
+        f"Licence `{licensing.license}` was declared by the publisher (`zoo publish --license`): zoo did not",
+        "derive it from the sources, whose licence it does not know.",
     ]
+    if licensing.declared_base:
+        lines += [
+            "",
+            f"The base model `{licensing.base_models[0]}` was declared by the publisher too (`--base-model`).",
+        ]
     return lines
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -11,16 +11,17 @@ import torch
 
 from converters import registry
 from converters._convert.component import ComponentResult, convert_component
+from converters._convert.input_hashes import InputHashes
 from converters._convert.pick import pick_conversion
+from converters._convert.progress import ComponentProgress, RunProgress
 from converters._convert.record import record_convert_run
-from converters._convert.sources import Source, resolve_hub_source, resolve_source
+from converters._convert.sources import FolderSource, Source, resolve_hub_source, resolve_source
 from converters._convert.synthetic import write_synthetic_pipeline
 from converters.declaration import Conversion, Size
 from converters.family import Family
 from zoo.errors import ConfigError
 
 SyntheticLayout = Literal["diffusers", "single-file"]
-ProgressFactory = Callable[[Conversion, int], Any]  # (conversion, total bytes) -> a tqdm-like object
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,18 @@ class ConvertRun:
         }
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How every component of a run is converted."""
+
+    out: Path
+    dtype: torch.dtype | None
+    dry_run: bool
+    allow_nonfinite: bool
+    allow_family_mismatch: bool
+    progress: RunProgress | None
+
+
 def convert(
     name: str,
     *,
@@ -49,15 +62,18 @@ def convert(
     dry_run: bool = False,
     allow_nonfinite: bool = False,
     allow_family_mismatch: bool = False,
-    progress: ProgressFactory | None = None,
+    progress: RunProgress | None = None,
     report: Callable[[str], None] | None = None,
 ) -> ConvertRun:
     """Convert every component `name` designates (a family or one `family.component`).
 
-    With `synthetic`, a seeded source is written first (under `out/synthetic-source/`): a diffusers
-    pipeline folder, and with `synthetic_layout="single-file"` also the original single-file checkpoint
-    made from it, which is then the source. `allow_family_mismatch` converts a source whose config is
-    not of the family (an SD 1.5 autoencoder as SDXL's), with a warning, instead of refusing it.
+    With `synthetic`, a seeded source is written first (under `out/synthetic-source/<name>-<size>`): a
+    diffusers pipeline folder, and with `synthetic_layout="single-file"` also the original single-file
+    checkpoint made from it, which is then the source. `allow_family_mismatch` converts a source whose
+    config is not of the family (an SD 1.5 autoencoder as SDXL's), with a warning, instead of refusing it.
+
+    Every source is resolved before anything is converted; the source files are then hashed on a
+    background thread while the components convert, and recorded in `out/manifest.json` at the end.
     """
     conversions = registry.resolve(name)
     if source is not None and synthetic is not None:
@@ -66,37 +82,37 @@ def convert(
         conversions = _alternative(registry.family(name), source, revision, synthetic)
     synthetic_source = None
     if synthetic is not None:
-        synthetic_source = _write_synthetic(conversions, synthetic, synthetic_layout, out, report)
+        label = conversions[0].name if "." in name else registry.family(name).name
+        synthetic_source = _write_synthetic(label, conversions, synthetic, synthetic_layout, out, report)
         source = str(synthetic_source)
-    results = [
-        _convert_one(
-            conversion,
-            source,
-            revision,
-            out,
-            dtype,
-            dry_run,
-            allow_nonfinite,
-            allow_family_mismatch,
-            progress,
-        )
-        for conversion in conversions
-    ]
-    if not dry_run:
-        record_convert_run(out, results, conversions, source=source, dtype=dtype)
+    resolved = [(conversion, _resolve(conversion, source, revision)) for conversion in conversions]
+    options = _Options(out, dtype, dry_run, allow_nonfinite, allow_family_mismatch, progress)
+    with InputHashes() as hashes:
+        if not dry_run:
+            hashes.start(path for _, found in resolved for path in found.files)
+        if progress is not None:
+            progress.start_run(_estimates(resolved))
+        results = [_convert_one(conversion, found, options) for conversion, found in resolved]
+        if not dry_run:
+            record_convert_run(out, results, conversions, source=source, dtype=dtype, hashes=hashes)
     return ConvertRun(results, synthetic_source)
 
 
 def _write_synthetic(
+    label: str,
     conversions: list[Conversion],
     size: Size,
     layout: SyntheticLayout,
     out: Path,
     report: Callable[[str], None] | None,
 ) -> Path:
-    """A seeded source under `out/synthetic-source/`: a pipeline folder, or the single file made from it."""
+    """A seeded source under `out/synthetic-source/<label>-<size>`: a pipeline folder, or its single file.
+
+    Named after what was asked (`sdxl`, `sam.vit_b`), so the sources of different conversions of one
+    family never overwrite each other in one OUT (their manifest entries keep proving them).
+    """
     family = registry.family_of(conversions[0])
-    folder = out / "synthetic-source" / f"{family.name}-{size}"
+    folder = out / "synthetic-source" / f"{label}-{size}"
     if layout == "diffusers":
         # Only the parts asked for: a full-size UNet is 5 GB to write.
         return write_synthetic_pipeline(conversions, size, folder, family.pipeline_class, report=report)
@@ -127,33 +143,22 @@ def _alternative(
     return [pick_conversion(family.declared, source, revision)]
 
 
-def _convert_one(
-    conversion: Conversion,
-    source: str | None,
-    revision: str | None,
-    out: Path,
-    dtype: torch.dtype | None,
-    dry_run: bool,
-    allow_nonfinite: bool,
-    allow_family_mismatch: bool,
-    progress: ProgressFactory | None,
-) -> ComponentResult:
-    resolved = _resolve(conversion, source, revision)
-    bar = progress(conversion, _total_bytes(resolved)) if progress else None
+def _convert_one(conversion: Conversion, source: Source, options: _Options) -> ComponentResult:
+    progress = ComponentProgress(options.progress, conversion.name) if options.progress else None
     try:
         return convert_component(
             conversion,
-            resolved,
-            out,
-            dtype=dtype,
-            allow_nonfinite=allow_nonfinite,
-            allow_family_mismatch=allow_family_mismatch,
-            dry_run=dry_run,
-            progress=bar.update if bar is not None else None,
+            source,
+            options.out,
+            dtype=options.dtype,
+            allow_nonfinite=options.allow_nonfinite,
+            allow_family_mismatch=options.allow_family_mismatch,
+            dry_run=options.dry_run,
+            progress=progress,
         )
     finally:
-        if bar is not None:
-            bar.close()
+        if progress is not None:
+            progress.finish()
 
 
 def _resolve(conversion: Conversion, source: str | None, revision: str | None) -> Source:
@@ -162,8 +167,27 @@ def _resolve(conversion: Conversion, source: str | None, revision: str | None) -
     return resolve_hub_source(conversion, conversion.hub_repo, revision)
 
 
-def _total_bytes(source: Source) -> int:
-    return sum(path.stat().st_size for path in source.files if path.is_file())
+def _estimates(resolved: Sequence[tuple[Conversion, Source]]) -> Mapping[str, int]:
+    """Bytes each component is expected to write: its weights' size, shared among the components reading them."""
+    readers: dict[Path, int] = {}
+    for _, source in resolved:
+        for path in _weights(source):
+            readers[path] = readers.get(path, 0) + 1
+    return {
+        conversion.name: sum(_size(path) // readers[path] for path in _weights(source))
+        for conversion, source in resolved
+    }
 
 
-__all__ = ["ConvertRun", "convert"]
+def _weights(source: Source) -> list[Path]:
+    return list(source.weights.values()) if isinstance(source, FolderSource) else [source.path]
+
+
+def _size(path: Path) -> int:
+    """A weights file's size; a shard index stands for the shards beside it."""
+    if path.name.endswith(".index.json"):
+        return sum(shard.stat().st_size for shard in path.parent.glob("*.safetensors"))
+    return path.stat().st_size if path.is_file() else 0
+
+
+__all__ = ["ConvertRun", "SyntheticLayout", "convert"]

@@ -21,6 +21,7 @@ import torch
 from converters._checkpoints import TensorPlan, WriteSummary, write_safetensors
 from converters._convert import keymap_cache
 from converters._convert.assets import carry_assets
+from converters._convert.progress import ComponentProgress
 from converters._convert.sources import FolderSource, Source
 from converters._convert.upstream_tensors import UpstreamTensors, check_against_key_map, open_folder_tensors
 from converters._single_file.replay import open_single_file_tensors
@@ -114,6 +115,9 @@ class ComponentResult:
     warnings: list[str] = field(default_factory=list)
     assets: dict[str, str] = field(default_factory=dict)  # file (relative to `folder`) -> its role
     source_roles: dict[str, str] = field(default_factory=dict)  # source file -> role, for non-model files
+    # Where the time went: `trace` (config, key map), then the writer's stages (see WriteSummary.seconds).
+    stages: dict[str, float] = field(default_factory=dict)
+    copied_tensors: int = 0  # tensors streamed file to file, their source bytes unchanged
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +135,8 @@ class ComponentResult:
             "dry_run": self.dry_run,
             "warnings": self.warnings,
             "assets": self.assets,
+            "stages": self.stages,
+            "copied_tensors": self.copied_tensors,
         }
 
 
@@ -156,12 +162,13 @@ def convert_component(
     allow_nonfinite: bool = False,
     allow_family_mismatch: bool = False,
     dry_run: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: ComponentProgress | None = None,
 ) -> ComponentResult:
     """Convert `source` into `out/<name>/model.safetensors` + `config.json` (+ the assets it carries).
 
     Nothing is written on a dry run or on any error (the writer is atomic; the assets are checked
-    before anything is written; config.json is written last).
+    before anything is written; config.json is written last). `progress` hears the plan's size, then
+    each tensor written.
     """
     started = time.perf_counter()
     with open_upstream(conversion, source) as (configs, tensors):
@@ -176,9 +183,15 @@ def convert_component(
             summary = None
         else:
             folder.mkdir(parents=True, exist_ok=True)
+            if progress is not None:
+                progress.start(sum(_plan_bytes(plan) for plan in plans), len(plans))
             try:
                 summary = write_safetensors(
-                    folder / WEIGHTS_NAME, plans, metadata, allow_nonfinite=allow_nonfinite, progress=progress
+                    folder / WEIGHTS_NAME,
+                    plans,
+                    metadata,
+                    allow_nonfinite=allow_nonfinite,
+                    progress=progress.advance if progress is not None else None,
                 )
             except TensorValueError as error:
                 raise _blame_source(error, traced.keymap, tensors) from None
@@ -211,6 +224,10 @@ def _plans(keymap: KeyMap, tensors: UpstreamTensors, dtype: torch.dtype | None) 
         shape = tuple(keymap.target_shapes[target])
         plans.append(TensorPlan(target, shape, out_dtype, _producer(keymap, tensors, target)))
     return plans
+
+
+def _plan_bytes(plan: TensorPlan) -> int:
+    return math.prod(plan.shape) * plan.dtype.itemsize
 
 
 def _producer(keymap: KeyMap, tensors: UpstreamTensors, target: str) -> Callable[[], torch.Tensor]:
@@ -264,8 +281,9 @@ def _result(
     dry_run: bool,
 ) -> ComponentResult:
     params = sum(math.prod(plan.shape) for plan in plans)
-    nbytes = sum(math.prod(plan.shape) * plan.dtype.itemsize for plan in plans)
+    nbytes = sum(_plan_bytes(plan) for plan in plans)
     dtypes = sorted({str(plan.dtype).removeprefix("torch.") for plan in plans})
+    stages = {"trace": round(traced.seconds, 3), **(summary.seconds if summary else {})}
     return ComponentResult(
         name=conversion.name,
         folder=folder,
@@ -280,6 +298,8 @@ def _result(
         source_files=source.files,
         dry_run=dry_run,
         warnings=warnings,
+        stages=stages,
+        copied_tensors=summary.copied_tensors if summary else 0,
     )
 
 

@@ -4,6 +4,10 @@ Each converted component becomes one entry: its sources (Hub files with repo, re
 they sit in the HF cache, else local paths), its outputs with sha256 and size, our model's config and
 the key map's digest, and how to run the conversion again. A parity measurement recorded earlier is
 kept only for the very same output bytes from the very same sources.
+
+Nothing is read again to record it: the weights' sha256 comes from the writer, a source's from its HF
+cache blob name or from the run's background hashing (`InputHashes`), and each source says which
+(`sha256_from`). Only the small files (configs, carried tokenizers) are hashed here.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from converters._convert.component import ComponentResult
+from converters._convert.input_hashes import InputHashes
 from converters.declaration import Conversion
 from zoo import __version__
 from zoo.errors import HashMismatchError
 from zoo.formats import CONFIG_NAME, WEIGHTS_NAME
-from zoo.hub import cached_file_origin, sha256_file
+from zoo.hub import cached_file_origin, hash_file, sha256_file
 from zoo.manifest import MANIFEST_NAME, PARITY_NOT_MEASURED, config_sha256, relative, update_entries
 
 
@@ -29,6 +34,7 @@ def record_convert_run(
     *,
     source: str | Path | None,
     dtype: object | None,
+    hashes: InputHashes | None = None,
 ) -> Path | None:
     """Write or update `OUT/manifest.json` with what a `zoo convert` run read and wrote.
 
@@ -41,6 +47,8 @@ def record_convert_run(
         source: `--source` as given (a path or a repo id), the synthetic folder, or None for the
             declared Hub repository.
         dtype: `--dtype` as given (a torch dtype), or None when the source's dtypes were kept.
+        hashes: The run's source hashes (computed while it converted); by default each source is
+            hashed here (or named by its HF cache blob).
 
     Returns:
         The manifest's path, or None when nothing was recorded.
@@ -48,12 +56,18 @@ def record_convert_run(
     produced = [result for result in results if not result.dry_run]
     if not produced:
         return None
+    if hashes is None:
+        with InputHashes() as own:
+            return record_convert_run(out, results, conversions, source=source, dtype=dtype, hashes=own)
     declared = {conversion.name: conversion for conversion in conversions}
     path = out / MANIFEST_NAME
+    for result in produced:  # every source's hash before taking the lock, not while holding it
+        for file in result.source_files:
+            hashes.get(Path(file))
 
     def make(previous: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return {
-            r.name: output_entry(r, declared[r.name], out, source, dtype, previous.get(r.name))
+            r.name: output_entry(r, declared[r.name], out, source, dtype, previous.get(r.name), hashes)
             for r in produced
         }
 
@@ -68,11 +82,12 @@ def output_entry(
     source: str | Path | None,
     dtype: object | None,
     previous: Mapping[str, Any] | None = None,
+    hashes: InputHashes | None = None,
 ) -> dict[str, Any]:
     """The manifest entry of one converted component (output paths relative to `root`)."""
     config = json.loads((result.folder / CONFIG_NAME).read_text(encoding="utf-8"))
     sources = [
-        source_record(Path(path), conversion, root, result.source_roles.get(str(path)))
+        source_record(Path(path), conversion, root, result.source_roles.get(str(path)), hashes=hashes)
         for path in result.source_files
     ]
     weights = {
@@ -116,13 +131,22 @@ def target_record(output_config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def source_record(path: Path, conversion: Conversion, root: Path, role: str | None = None) -> dict[str, Any]:
+def source_record(
+    path: Path,
+    conversion: Conversion,
+    root: Path,
+    role: str | None = None,
+    *,
+    hashes: InputHashes | None = None,
+) -> dict[str, Any]:
     """A source file: its Hub origin when it sits in the HF cache, else its path relative to `root`.
 
     `role`: what the file is when it is not the model's own (an asset: `tokenizer`, `scheduler`...);
-    by default `config` for a config.json and `weights` otherwise.
+    by default `config` for a config.json and `weights` otherwise. `hashes`: where its sha256 already
+    is (else it is named by its HF cache blob, or hashed here).
     """
-    sha256, size = sha256_file(path), path.stat().st_size
+    digest = hashes.get(path) if hashes is not None else hash_file(path)
+    sha256, size = digest.sha256, digest.size
     role = role or ("config" if path.name == CONFIG_NAME else "weights")
     origin = cached_file_origin(path)
     if origin is None:
@@ -132,6 +156,7 @@ def source_record(path: Path, conversion: Conversion, root: Path, role: str | No
             "role": role,
             "path": relative(path, root),
             "sha256": sha256,
+            "sha256_from": digest.origin,
             "size": size,
             "license": None,
             "unknown": {"license": why},
@@ -145,6 +170,7 @@ def source_record(path: Path, conversion: Conversion, root: Path, role: str | No
         "file": origin.filename,
         "revision": origin.revision,
         "sha256": sha256,
+        "sha256_from": digest.origin,
         "size": size,
         "license": license,
         "unknown": reasons(license=why),

@@ -55,7 +55,13 @@ def test_trace_full_size_json() -> None:
 def test_inspect_reports_family_and_hash(tmp_path: Path) -> None:
     code, _, err = run("convert", "sd15.autoencoder", "--synthetic", "tiny", "--out", str(tmp_path))
     assert code == 0, err
-    source = tmp_path / "synthetic-source" / "sd15-tiny" / "vae" / "diffusion_pytorch_model.safetensors"
+    source = (
+        tmp_path
+        / "synthetic-source"
+        / "sd15.autoencoder-tiny"
+        / "vae"
+        / "diffusion_pytorch_model.safetensors"
+    )
     code, out, _ = run("inspect", str(source), "--json", "--shapes", "*conv_in*")
     data = json.loads(out)
     assert code == 0 and "autoencoder (diffusers" in data["kind"] and len(data["sha256"]) == 64

@@ -18,7 +18,7 @@ NAME = "sd15.autoencoder"
 def listed(out: Path) -> dict[str, dict[str, Any]]:
     result = CliRunner().invoke(main, ["list", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.stderr
-    return {item["name"]: item for item in json.loads(result.stdout)}
+    return {item["name"]: item for item in json.loads(result.stdout)["include"]}
 
 
 def test_every_declared_conversion_with_its_pinned_sources(tmp_path: Path) -> None:

@@ -14,9 +14,11 @@ from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 
 from converters import sd15
+from converters._convert import upstream_files
 from converters._convert.by_name import convert
 from converters._convert.synthetic import write_synthetic_pipeline
 from zoo.cli import main
+from zoo.licensing import UpstreamFile
 from zoo.manifest import read_manifest, write_manifest
 
 NAME = "sd15.autoencoder"
@@ -212,3 +214,95 @@ def test_a_published_repo_verifies_on_its_own(
     assert code == 0, stdout + stderr
     checked = {f["subject"]: f["status"] for f in json.loads(stdout)["findings"]}
     assert checked["model.safetensors"] == checked["config.json"] == "ok"
+
+
+# -- local conversions: a licence proven by hash, or declared by the publisher ---------------------
+
+
+@pytest.fixture
+def local_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """NAME converted from a local folder (its synthetic source): no source names a licence."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # or the card's validation asks the Hub
+    convert(NAME, out=tmp_path / "local", synthetic="tiny")
+    return tmp_path / "local"
+
+
+def weights_source(out: Path) -> dict[str, Any]:
+    entry = read_manifest(out / "manifest.json").entries[NAME]
+    return next(s for s in entry["sources"] if s["role"] == "weights")
+
+
+def published(hub: FakeHub) -> tuple[ModelCard, dict[str, Any]]:
+    files = hub.commits[0]["files"]
+    return ModelCard(files["README.md"].decode()), json.loads(files["manifest.json"])["conversions"][NAME]
+
+
+def test_a_local_copy_of_a_pinned_file_inherits_its_licence_by_hash(
+    local_out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = FakeHub().install(monkeypatch)
+    local = weights_source(local_out)
+    pinned = UpstreamFile(sd15.HUB_REPO, "vae/diffusion_pytorch_model.safetensors", REVISION, sd15.LICENSE)
+    # As if the pinned upstream file were these bytes: the local file's sha256 is the proof.
+    monkeypatch.setattr(upstream_files, "declared_upstream_files", lambda: {local["sha256"]: pinned})
+    code, _, stderr = zoo("publish", NAME, "--repo", "me/local-vae", "--out", str(local_out))
+    assert code == 0, stderr
+    card, entry = published(hub)
+    metadata = card.data.to_dict()
+    assert metadata["license"] == sd15.LICENSE and metadata["base_model"] == sd15.HUB_REPO
+    assert f"`{local['path']}` is `{sd15.HUB_REPO}/vae/diffusion_pytorch_model.safetensors`" in card.text
+    assert entry["license"] == sd15.LICENSE and "license" not in entry["unknown"]
+    source = next(s for s in entry["sources"] if s["role"] == "weights")
+    assert source["license"] == sd15.LICENSE and "license" not in source["unknown"]
+
+
+def test_a_declared_licence_is_published_as_the_publishers_word(
+    local_out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = FakeHub().install(monkeypatch)
+    args = ["--license", "CC-BY-NC-4.0", "--base-model", "me/base-model"]
+    code, _, stderr = zoo("publish", NAME, "--repo", "me/finetune", "--out", str(local_out), *args)
+    assert code == 0, stderr
+    card, entry = published(hub)
+    metadata = card.data.to_dict()
+    assert metadata["license"] == "cc-by-nc-4.0" and metadata["base_model"] == "me/base-model"
+    assert "declared by the publisher (`zoo publish --license`)" in card.text
+    assert "`me/base-model` was declared by the publisher too" in card.text
+    assert entry["license"] is None and "the publisher declared cc-by-nc-4.0" in entry["unknown"]["license"]
+
+
+def test_without_proof_or_declaration_the_refusal_names_both_ways_out(local_out: Path) -> None:
+    code, _, stderr = zoo("publish", NAME, "--repo", "me/x", "--out", str(local_out), "--dry-run")
+    assert code == 1 and "licence is unknown" in stderr
+    assert "sha256 equals a declared pinned upstream file" in stderr and "--license ID --base-model" in stderr
+    code, _, stderr = zoo(
+        "publish", NAME, "--repo", "me/x", "--out", str(local_out), "--license", "mit", "--dry-run"
+    )
+    assert code == 1 and "pass --base-model" in stderr
+
+
+def test_a_licence_must_be_known_and_must_not_contradict_the_sources(
+    out: Path, local_out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FakeHub().install(monkeypatch)
+    code, _, stderr = zoo("publish", NAME, "--repo", "me/x", "--out", str(local_out), "--license", "my-terms")
+    assert code == 1 and "not a licence id the Hub knows" in stderr
+    code, _, stderr = zoo(
+        "publish", NAME, "--repo", "me/x", "--out", str(out), "--license", "mit", "--dry-run"
+    )
+    assert code == 1 and f"contradicts the sources' licence {sd15.LICENSE}" in stderr
+    code, _, stderr = zoo(
+        "publish", NAME, "--repo", "me/x", "--out", str(out), "--license", sd15.LICENSE, "--dry-run"
+    )
+    assert code == 0, stderr
+
+
+def test_the_declared_pins_are_known_by_sha256() -> None:
+    pin = sd15.AUTOENCODER.parts[0].pinned
+    assert pin is not None and pin.sha256 is not None
+    vae = upstream_files.declared_upstream_files()[pin.sha256]
+    assert (vae.repo, vae.filename, vae.license) == (
+        sd15.HUB_REPO,
+        "vae/diffusion_pytorch_model.safetensors",
+        sd15.LICENSE,
+    )

@@ -109,7 +109,7 @@ def test_reproduce_catches_a_nondeterministic_converter(
 
 
 def test_reproduce_refuses_changed_sources(out: Path) -> None:
-    source = out / "synthetic-source" / "sd15-tiny" / "vae" / "config.json"
+    source = out / "synthetic-source" / "sd15.autoencoder-tiny" / "vae" / "config.json"
     source.write_text(source.read_text().replace("0.18215", "0.2"))
     code, stdout, _ = zoo("verify", NAME, "--out", str(out), "--reproduce", "--json")
     assert code == 1

@@ -118,8 +118,8 @@ def test_reads_safetensors_lazily_and_exactly(tmp_path: Path) -> None:
 def test_many_reads_stay_correct_across_handle_reopens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The reader re-opens its safe_open handle every _REMAP_AFTER_BYTES to bound RSS; force it often.
-    monkeypatch.setattr("converters._checkpoints.readers._REMAP_AFTER_BYTES", 1)
+    # The reader maps the file afresh every REMAP_AFTER_BYTES to bound RSS; force it often.
+    monkeypatch.setattr("converters._checkpoints.mapped.REMAP_AFTER_BYTES", 1)
     path = tmp_path / "model.safetensors"
     source = {f"t{index}": torch.full((3,), float(index)) for index in range(5)}
     save_file(source, path)

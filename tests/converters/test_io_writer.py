@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,9 +16,16 @@ from typing import Any
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from converters._checkpoints import TensorPlan, WriteSummary, open_checkpoint, write_safetensors
+from converters._checkpoints import (
+    TensorPlan,
+    WriteSummary,
+    open_checkpoint,
+    output_stream,
+    write_safetensors,
+)
+from converters._checkpoints.stages import STAGES
 from zoo.errors import CoverageError, FormatError, TensorValueError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -298,3 +306,127 @@ def test_rewriting_a_file_of_ours_reproduces_its_bytes(tmp_path: Path) -> None:
 
 def _getter(reader: Any, key: str) -> Any:
     return lambda: reader.get(key)
+
+
+# --- one pass: tensors copied from their source file, in chunks ----------------------------------
+
+
+@pytest.fixture
+def source_file(tmp_path: Path) -> Path:
+    """A checkpoint whose tensors span several 64-byte chunks (the chunk size the tests below force)."""
+    generator = torch.Generator().manual_seed(3)
+    path = tmp_path / "source.safetensors"
+    save_file(
+        {
+            "big": torch.randn(10, 9, generator=generator),  # 360 bytes: 6 chunks, the last one short
+            "half": torch.randn(7, 5, generator=generator).to(torch.float16),
+            "qkv": torch.randn(6, 4, generator=generator),
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("converters._checkpoints.writer.CHUNK_BYTES", 64)
+
+
+def reader_plans(reader: Any, dtype: torch.dtype | None = None) -> list[TensorPlan]:
+    """Each tensor as it is, a reshaped view, and one of three chunks: all views of the file."""
+    return [
+        TensorPlan("big", (90,), dtype or torch.float32, lambda: reader.get("big").reshape(90)),
+        TensorPlan("half", (7, 5), dtype or torch.float16, lambda: reader.get("half")),
+        TensorPlan("k", (2, 4), dtype or torch.float32, lambda: reader.get("qkv").chunk(3)[1]),
+    ]
+
+
+def in_memory_plans(reader: Any, dtype: torch.dtype | None = None) -> list[TensorPlan]:
+    """The same tensors, copied out of the file first: the writer cannot tell where they came from."""
+    return [TensorPlan(p.name, p.shape, p.dtype, _cloned(p.produce)) for p in reader_plans(reader, dtype)]
+
+
+def _cloned(produce: Any) -> Any:
+    return lambda: produce().clone()
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float16, torch.bfloat16], ids=["kept", "float16", "bfloat16"])
+@pytest.mark.usefixtures("small_chunks")
+def test_views_of_a_file_are_copied_in_chunks_to_the_same_bytes(
+    tmp_path: Path, source_file: Path, dtype: torch.dtype | None
+) -> None:
+    with open_checkpoint(source_file) as reader:
+        copied = write_safetensors(tmp_path / "copied.safetensors", reader_plans(reader, dtype))
+        made = write_safetensors(tmp_path / "made.safetensors", in_memory_plans(reader, dtype))
+    assert (copied.copied_tensors, made.copied_tensors) == (3, 0)
+    assert (tmp_path / "copied.safetensors").read_bytes() == (tmp_path / "made.safetensors").read_bytes()
+    assert (
+        copied.sha256
+        == made.sha256
+        == hashlib.sha256((tmp_path / "made.safetensors").read_bytes()).hexdigest()
+    )
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_copied_tensor_is_written_without_the_kernel_copy_too(
+    tmp_path: Path, source_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_checkpoint(source_file) as reader:
+        expected = write_safetensors(tmp_path / "kernel.safetensors", reader_plans(reader)).sha256
+
+        def cross_device(*_: Any) -> int:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "copy_file_range", cross_device)
+        assert write_safetensors(tmp_path / "fallback.safetensors", reader_plans(reader)).sha256 == expected
+        monkeypatch.delattr(os, "copy_file_range")
+        assert write_safetensors(tmp_path / "none.safetensors", reader_plans(reader)).sha256 == expected
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_nonfinite_values_of_a_copied_tensor_are_counted_over_every_chunk(tmp_path: Path) -> None:
+    values = torch.ones(40)
+    values[[0, 17, 39]] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    save_file({"x": values}, tmp_path / "bad.safetensors")
+    (tmp_path / "out").mkdir()
+    with open_checkpoint(tmp_path / "bad.safetensors") as reader:
+        plan = TensorPlan("x", (40,), torch.float32, lambda: reader.get("x"))
+        with pytest.raises(TensorValueError, match="holds 3 NaN/Inf values") as caught:
+            write_safetensors(tmp_path / "out" / "x.safetensors", [plan])
+        assert caught.value.tensor == "x"
+        assert_nothing_written(tmp_path / "out")
+        (tmp_path / "allowed").mkdir()
+        write_safetensors(tmp_path / "allowed" / "x.safetensors", [plan], allow_nonfinite=True)
+    assert torch.equal(bits(load_file(tmp_path / "allowed" / "x.safetensors")["x"]), bits(values))
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_chunked_cast_refuses_a_value_the_target_cannot_hold(tmp_path: Path) -> None:
+    values = torch.zeros(40)
+    values[33] = 70000.0  # in the third chunk: fits float32, not float16
+    save_file({"x": values}, tmp_path / "wide.safetensors")
+    (tmp_path / "out").mkdir()
+    with open_checkpoint(tmp_path / "wide.safetensors") as reader:
+        plan = TensorPlan("x", (40,), torch.float16, lambda: reader.get("x"))
+        with pytest.raises(TensorValueError, match=r"value 70000 .* does not fit torch.float16"):
+            write_safetensors(tmp_path / "out" / "x.safetensors", [plan])
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_the_summary_says_where_the_time_went(tmp_path: Path, source_file: Path) -> None:
+    with open_checkpoint(source_file) as reader:
+        summary = write_safetensors(tmp_path / "out.safetensors", reader_plans(reader))
+    assert set(summary.seconds) == {*STAGES, "wall"}
+    assert all(seconds >= 0 for seconds in summary.seconds.values())
+
+
+def test_what_is_written_is_made_durable_while_writing(
+    tmp_path: Path, source_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("converters._checkpoints.output_stream.FLUSH_EVERY", 100)
+    synced: list[int] = []
+    sync = output_stream._SYNC_DATA
+    monkeypatch.setattr(output_stream, "_SYNC_DATA", lambda fd: synced.append(fd) or sync(fd))
+    with open_checkpoint(source_file) as reader:
+        write_safetensors(tmp_path / "out.safetensors", reader_plans(reader))
+    assert synced, "no flush while writing"

@@ -2,4 +2,5 @@
 
 from zoo.cli import main
 
-main()
+if __name__ == "__main__":  # not when a worker process of `zoo convert --jobs` imports this module
+    main()

@@ -1,17 +1,19 @@
-"""`zoo convert NAME`: upstream checkpoints -> weights for our chain models."""
+"""`zoo convert NAME...`: upstream checkpoints -> weights for our chain models, one or many at once."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from zoo.cli.common import DTYPES, emit_json, human_bytes, progress_bar, table, torch_dtype
+from zoo.cli.common import DTYPES, emit_json, human_bytes, table, torch_dtype
 from zoo.cli.convert_control_lora import convert_control_lora
 from zoo.cli.convert_hq_sam import convert_hq_sam
 from zoo.cli.convert_ip_adapter import convert_ip_adapter
 from zoo.cli.convert_lora import convert_lora
+from zoo.cli.progress import TerminalProgress
 
 SUBCOMMANDS = {
     command.name: command
@@ -32,7 +34,20 @@ class _ConvertCommand(click.Command):
 
 
 @click.command("convert", cls=_ConvertCommand)
-@click.argument("name")
+@click.argument("names", nargs=-1, metavar="NAME...")
+@click.option("--all", "every", is_flag=True, help="Convert every declared conversion (`zoo list`).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Conversions run at once, each in its own process (with several names or --all).",
+)
+@click.option(
+    "--memory-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    help="GB the running jobs may use together (default: 80% of the memory available).",
+)
 @click.option(
     "--source", help="Diffusers pipeline or component folder, single-file checkpoint, or Hub ORG/NAME."
 )
@@ -68,7 +83,10 @@ class _ConvertCommand(click.Command):
 @click.option("--dry-run", is_flag=True, help="Trace, check and plan everything; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def convert(
-    name: str,
+    names: tuple[str, ...],
+    every: bool,
+    jobs: int,
+    memory_budget: float | None,
     source: str | None,
     revision: str | None,
     out: Path,
@@ -87,41 +105,107 @@ def convert(
     as it is (the text encoders' tokenizers, the UNet's scheduler config: `zoo generate OUT` reads them). Every upstream tensor is used or
     explicitly ignored, or the conversion fails and writes nothing.
 
+    Several names (or --all) convert one after the other, or --jobs at a time in worker processes
+    while their memory fits --memory-budget; a failure does not stop the others, and makes the exit
+    status 1. On a terminal, work lasting over a second shows progress bars.
+
     \b
     Examples:
       zoo convert sdxl --synthetic tiny --out out        # offline, seconds
       zoo convert sdxl.unet --source ./stable-diffusion-xl-base-1.0 --dtype float16
       zoo convert sd15 --source v1-5-pruned-emaonly.safetensors
+      zoo convert --all --jobs 4 --out out                # every declared conversion, from the Hub
       zoo convert lora style.safetensors --base sdxl     # a LoRA (see `zoo convert lora --help`)
       zoo convert ip-adapter ip-adapter_sd15.bin --base sd15   # see `zoo convert ip-adapter --help`
       zoo convert clip_vision --source ./image_encoder   # a family of alternatives: the source picks one
       zoo convert controlnet --source ./control_v11p_sd15_canny   # or t2i-adapter, by what the source is
       zoo convert control-lora control-lora-canny-rank128.safetensors --base out/sdxl.unet
     """
+    chosen = _names(names, every, source, revision)
+    options: dict[str, Any] = {
+        "out": out,
+        "synthetic": synthetic,
+        "synthetic_layout": layout,
+        "dtype": torch_dtype(dtype),
+        "dry_run": dry_run,
+        "allow_nonfinite": allow_nonfinite,
+        "allow_family_mismatch": allow_family_mismatch,
+    }
+    report = None if as_json else lambda line: click.echo(line, err=True)
+    progress = TerminalProgress(enabled=not as_json)
+    try:
+        if len(chosen) == 1 and not every:
+            _one(chosen[0], source, revision, options, progress, report, as_json)
+        else:
+            _many(chosen, jobs, memory_budget, options, progress, report, as_json)
+    finally:
+        progress.close()
+
+
+def _names(names: tuple[str, ...], every: bool, source: str | None, revision: str | None) -> list[str]:
+    from converters._convert.jobs import declared_names
+
+    if every and names:
+        raise click.UsageError("pass NAME... or --all, not both")
+    if not every and not names:
+        raise click.UsageError("name what to convert (e.g. `zoo convert sdxl`), or pass --all")
+    chosen = declared_names() if every else list(names)
+    if (len(chosen) > 1 or every) and (source is not None or revision is not None):
+        raise click.UsageError("--source and --revision go with one NAME")
+    return chosen
+
+
+def _one(
+    name: str,
+    source: str | None,
+    revision: str | None,
+    options: dict[str, Any],
+    progress: TerminalProgress,
+    report: Any,
+    as_json: bool,
+) -> None:
     from converters._convert.by_name import convert as run_convert
 
-    def progress(conversion: Any, total: int) -> Any:
-        return progress_bar(total, conversion.name, enabled=not as_json)
-
-    run = run_convert(
-        name,
-        out=out,
-        source=source,
-        revision=revision,
-        synthetic=synthetic,
-        synthetic_layout=layout,
-        dtype=torch_dtype(dtype),
-        dry_run=dry_run,
-        allow_nonfinite=allow_nonfinite,
-        allow_family_mismatch=allow_family_mismatch,
-        progress=progress,
-        report=None if as_json else lambda line: click.echo(line, err=True),
-    )
+    run = run_convert(name, source=source, revision=revision, progress=progress, report=report, **options)
+    progress.close()
     if as_json:
         emit_json(run.to_dict())
         return
     if run.synthetic_source:
         click.echo(f"synthetic source written to {run.synthetic_source}")
+    _summary(run.results, options)
+
+
+def _many(
+    names: list[str],
+    jobs: int,
+    memory_budget: float | None,
+    options: dict[str, Any],
+    progress: TerminalProgress,
+    report: Any,
+    as_json: bool,
+) -> None:
+    from converters._convert.jobs import convert_many
+
+    budget = int(memory_budget * 1e9) if memory_budget is not None else None
+    outcome = convert_many(
+        names, jobs=jobs, memory_budget=budget, progress=progress, report=report, **options
+    )
+    progress.close()
+    if as_json:
+        emit_json(outcome.to_dict())
+    else:
+        _summary([result for run in outcome.runs.values() for result in run.results], options)
+    for name, failure in outcome.failures.items():
+        click.echo(f"error: {name}: {failure.message}", err=True)
+        if failure.hint:
+            click.echo(f"hint: {failure.hint}", err=True)
+    if outcome.failures:
+        click.echo(f"{len(outcome.failures)} of {len(names)} failed", err=True)
+        sys.exit(1)
+
+
+def _summary(results: list[Any], options: dict[str, Any]) -> None:
     rows = [
         (
             r.name,
@@ -132,13 +216,14 @@ def convert(
             (r.sha256 or "(dry run)")[:16],
             f"{r.seconds:.1f}s",
         )
-        for r in run.results
+        for r in results
     ]
     click.echo(table(("component", "tensors", "params", "bytes", "dtype", "sha256", "time"), rows))
-    for result in run.results:
+    for result in results:
         for warning in result.warnings:
             click.echo(f"warning: {result.name}: {warning}", err=True)
-    if not dry_run:
+    out = options["out"]
+    if not options["dry_run"]:
         click.echo(
             f"written to {out}/<component>/ (model.safetensors, config.json); manifest {out}/manifest.json"
         )

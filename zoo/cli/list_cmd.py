@@ -1,4 +1,9 @@
-"""`zoo list`: every declared conversion, its upstream source, and whether its outputs are here."""
+"""`zoo list`: every declared conversion, its upstream source, and whether its outputs are here.
+
+`--json` prints `{"include": [{"name": ..., ...}, ...]}`, one object per declared conversion: a GitHub
+Actions matrix as it is (`strategy.matrix: ${{ fromJSON(...) }}`, each job reading `matrix.name`), and
+plain data for anything else (`jq -r '.include[].name'` lists the names).
+"""
 
 from __future__ import annotations
 
@@ -19,14 +24,19 @@ from zoo.cli.common import emit_json, table
     help="Output folder to look for converted outputs (checked by sha256 against its manifest.json).",
 )
 @click.option("--families", is_flag=True, help="List the registered families instead of the conversions.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print as JSON: {"include": [...]}, a CI matrix as it is.'
+)
 def list_conversions(out: Path, families: bool, as_json: bool) -> None:
     """List declared conversions: name, upstream repo and pinned revision, licence, outputs in OUT.
 
     Then the declared files that convert only against a base (Control-LoRAs on the SDXL UNet), with
     the base named in their description.
 
-    With --families: the registered families, what each declares and what LoRAs may target.
+    With --json, `{"include": [{"name": ...}, ...]}`: a GitHub Actions matrix, one job per conversion
+    `zoo convert NAME` runs alone (see ci/github/zoo-convert.yml); the files that need a base are in the
+    table only. With --families: the registered families, what each declares and
+    what LoRAs may target.
     """
     from converters._reports.catalog import describe_conversions, describe_families
 
@@ -35,7 +45,7 @@ def list_conversions(out: Path, families: bool, as_json: bool) -> None:
         return
     described = describe_conversions(out)
     if as_json:
-        emit_json(described)
+        emit_json({"include": [d for d in described if not d.get("base")]})
         return
     rows = [
         (

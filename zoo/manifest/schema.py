@@ -84,6 +84,9 @@ HUB_SOURCE = {
     **_FILE_FACTS,
 }
 LOCAL_SOURCE = {"kind": _STR, "path": _STR, "license": _OPT_STR, **_FILE_FACTS}
+# Optional on a conversion's sources (older manifests lack them): how the sha256 is known, `content`
+# (hashed) or `hf-cache-blob-name` (the HF cache names the file's blob by the sha256 the Hub gave).
+SOURCE_EXTRAS = {"sha256_from": Field((str,), choices=("content", "hf-cache-blob-name"))}
 CONFIG_OUTPUT = {"file": _STR, **_FILE_FACTS}
 WEIGHTS_OUTPUT = {**CONFIG_OUTPUT, "dtype": _OPT_STR, "num_tensors": _INT, "num_params": _INT}
 PARITY = {
@@ -323,7 +326,9 @@ def _validate_source(source: Any, kind: str, at: str, problems: list[str]) -> No
         return
     if kind == "declared" and source_kind != "hub":
         problems.append(f"{at}.kind: a declared manifest names Hub sources only")
-    _fields(source, HUB_SOURCE if source_kind == "hub" else LOCAL_SOURCE, at, problems, unknown=True)
+    spec = HUB_SOURCE if source_kind == "hub" else LOCAL_SOURCE
+    extras = {key: field for key, field in SOURCE_EXTRAS.items() if key in source}
+    _fields(source, {**spec, **extras}, at, problems, unknown=True)
 
 
 def _fields(

@@ -1,0 +1,115 @@
+"""Source hashes without a pass of their own: HF cache blob names, else hashed beside the conversion."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from hf_cache import add_to_cache
+from huggingface_hub import constants
+
+from converters import sd15
+from converters._convert.by_name import convert
+from converters._convert.input_hashes import InputHashes
+from converters._convert.synthetic import write_synthetic_pipeline
+from zoo.hub import cached_blob_sha256, hash_file, sha256_file
+from zoo.manifest import read_manifest, validate_manifest
+
+NAME = "sd15.autoencoder"
+REVISION = "c" * 40  # not the pinned revision: nothing is verified against a pin on the way in
+WEIGHTS = "vae/diffusion_pytorch_model.safetensors"
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "hf-home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return home / "hub"
+
+
+def cached_pipeline(cache: Path, tmp_path: Path) -> Path:
+    folder = write_synthetic_pipeline([sd15.AUTOENCODER], "tiny", tmp_path / "pipeline", None)
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return add_to_cache(cache, sd15.HUB_REPO, REVISION, files)
+
+
+def test_an_hf_cache_file_is_named_by_its_blob_not_read(cache: Path, tmp_path: Path) -> None:
+    snapshot = cached_pipeline(cache, tmp_path)
+    weights = snapshot / WEIGHTS
+    named = Path(os.path.realpath(weights)).name
+    # Change the blob's bytes behind its name: a run that read them would record another sha256.
+    blob = Path(os.path.realpath(weights))
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0x01
+    blob.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    convert(NAME, out=out, source=sd15.HUB_REPO, revision=REVISION)
+    manifest = read_manifest(out / "manifest.json")
+    source = next(s for s in manifest.entries[NAME]["sources"] if s["file"] == WEIGHTS)
+    assert (source["sha256"], source["sha256_from"]) == (named, "hf-cache-blob-name")
+    assert source["sha256"] != sha256_file(weights) and validate_manifest(manifest.data) == []
+
+
+def test_a_local_file_is_hashed_while_the_run_converts(tmp_path: Path) -> None:
+    convert(NAME, out=tmp_path / "out", synthetic="tiny")
+    manifest = read_manifest(tmp_path / "out" / "manifest.json")
+    for source in manifest.entries[NAME]["sources"]:
+        assert source["sha256_from"] == "content"
+        assert source["sha256"] == sha256_file(tmp_path / "out" / source["path"])
+    assert validate_manifest(manifest.data) == []
+
+
+def test_only_an_lfs_blob_of_the_same_repo_names_a_sha256(cache: Path, tmp_path: Path) -> None:
+    snapshot = cached_pipeline(cache, tmp_path)
+    weights = snapshot / WEIGHTS
+    assert cached_blob_sha256(weights) == sha256_file(weights)
+    storage = snapshot.parents[1]
+    git_blob = storage / "blobs" / ("e" * 40)  # git files' blobs are named by their git sha1
+    git_blob.write_bytes(b"{}")
+    (snapshot / "model_index.json").symlink_to(os.path.relpath(git_blob, snapshot))
+    copied = snapshot / "copied.json"
+    copied.write_bytes(b"{}")  # a snapshot without symlinks (Windows) copies files
+    for path in (snapshot / "model_index.json", copied, tmp_path / "pipeline" / WEIGHTS):
+        assert cached_blob_sha256(path) is None
+        assert hash_file(path).origin == "content"
+    assert hash_file(weights).origin == "hf-cache-blob-name"
+
+
+def test_each_file_is_hashed_once_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x" * 100_000)
+    opened: list[Path] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object) -> object:
+        if self == path:
+            opened.append(self)
+        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    with InputHashes() as hashes:
+        hashes.start([path, tmp_path / "." / "weights.bin"])
+        first, second = hashes.get(path), hashes.get(tmp_path / "weights.bin")
+    assert first == second and first.sha256 == hashlib.sha256(b"x" * 100_000).hexdigest()
+    assert len(opened) == 1
+
+
+def test_a_hash_asked_after_close_is_still_right(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"y" * 1000)
+    hashes = InputHashes()
+    hashes.close()
+    assert hashes.get(path).sha256 == hashlib.sha256(b"y" * 1000).hexdigest()
+
+
+def test_the_schema_knows_how_a_sha256_is_known(tmp_path: Path) -> None:
+    convert(NAME, out=tmp_path / "out", synthetic="tiny")
+    data = read_manifest(tmp_path / "out" / "manifest.json").data
+    data["conversions"][NAME]["sources"][0]["sha256_from"] = "trust me"
+    assert any("sha256_from" in problem for problem in validate_manifest(data))
+    del data["conversions"][NAME]["sources"][0]["sha256_from"]  # manifests from before it stay valid
+    assert validate_manifest(data) == []
