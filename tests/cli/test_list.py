@@ -23,8 +23,7 @@ def listed(out: Path) -> dict[str, dict[str, Any]]:
 
 def test_every_declared_conversion_with_its_pinned_sources(tmp_path: Path) -> None:
     items = listed(tmp_path)
-    based = {f.name for family in registry.families().values() for f in family.based_files}
-    assert set(items) == set(registry.all_conversions()) | based
+    assert set(items) == set(registry.all_conversions())  # what `zoo convert NAME` converts alone
     source = items[NAME]["sources"][0]
     assert source["file"] == "vae/diffusion_pytorch_model.safetensors" and len(source["revision"]) == 40
     assert len(source["sha256"]) == 64 and source["license"] == "creativeml-openrail-m"
@@ -55,3 +54,11 @@ def test_table_shows_revisions_and_output_status(tmp_path: Path) -> None:
     assert "f03de327dd89" in line and "verified" in line
     unet = next(line for line in result.stdout.splitlines() if line.startswith("sdxl.text_encoder"))
     assert "unpinned" in unet and "absent" in unet
+
+
+def test_the_table_also_lists_the_files_that_convert_against_a_base(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["list", "--out", str(tmp_path)])
+    assert result.exit_code == 0
+    based = [f for family in registry.families().values() for f in family.based_files]
+    assert based and all(f.name in result.stdout for f in based)
+    assert all(f"--base OUT/{f.base}" in result.stdout for f in based)
