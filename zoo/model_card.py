@@ -206,10 +206,12 @@ def _body(publication: Publication, repo: str, bases: list[str]) -> list[str]:
     origin = "made from" if publication.licensing.declared_base else "converted from"
     lines = [f"# {repo}", ""]
     for entry in entries:
+        # LoRA entries have no target model: they change the base's models.
+        target = entry.get("target", {}).get("model_class")
         lines.append(
             f"`{entry['name']}`: {entry['description']}, {origin} "
-            f"{', '.join(f'[{b}](https://huggingface.co/{b})' for b in bases)} by zoo {entry['zoo_version']} "
-            f"for `{entry['target']['model_class']}`."
+            f"{', '.join(f'[{b}](https://huggingface.co/{b})' for b in bases)} by zoo {entry['zoo_version']}"
+            + (f" for `{target}`." if target else ".")
         )
     lines += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
     lines += [

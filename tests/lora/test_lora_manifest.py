@@ -290,3 +290,16 @@ def test_a_base_in_memory_is_recorded_as_unknown(
     assert code == 0 and [f["status"] for f in findings(stdout)] == ["unknown"]
     code, _, stderr = zoo("verify", str(out), "--reproduce", "--strict")
     assert code == 1 and "cannot reproduce" in stderr
+
+
+def test_a_recorded_lora_publishes_with_a_declared_licence(
+    tiny: dict[str, TinyFamily], style: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    convert_lora(style, tiny["sdxl"].out, out=out)
+    args = ["--license", "mit", "--base-model", "me/base", "--dry-run", "--json"]
+    result = CliRunner().invoke(main, ["publish", NAME, "--repo", "me/style", "--out", str(out), *args])
+    code, stdout, stderr = result.exit_code, result.stdout, result.stderr
+    assert code == 0, (stderr, result.exc_info)
+    assert "lora" in stdout and "Traceback" not in stderr
