@@ -48,6 +48,7 @@ class _Options:
     allow_nonfinite: bool
     allow_family_mismatch: bool
     progress: RunProgress | None
+    durable: bool
 
 
 def convert(
@@ -64,16 +65,18 @@ def convert(
     allow_family_mismatch: bool = False,
     progress: RunProgress | None = None,
     report: Callable[[str], None] | None = None,
+    durable: bool = False,
 ) -> ConvertRun:
     """Convert every component `name` designates (a family or one `family.component`).
 
-    With `synthetic`, a seeded source is written first (under `out/synthetic-source/<name>-<size>`): a
-    diffusers pipeline folder, and with `synthetic_layout="single-file"` also the original single-file
-    checkpoint made from it, which is then the source. `allow_family_mismatch` converts a source whose
-    config is not of the family (an SD 1.5 autoencoder as SDXL's), with a warning, instead of refusing it.
+        With `synthetic`, a seeded source is written first (under `out/synthetic-source/<name>-<size>`): a
+        diffusers pipeline folder, and with `synthetic_layout="single-file"` also the original single-file
+        checkpoint made from it, which is then the source. `allow_family_mismatch` converts a source whose
+        config is not of the family (an SD 1.5 autoencoder as SDXL's), with a warning, instead of refusing it.
+    `durable` fsyncs every output before it is renamed into place (see `write_safetensors`).
 
-    Every source is resolved before anything is converted; the source files are then hashed on a
-    background thread while the components convert, and recorded in `out/manifest.json` at the end.
+        Every source is resolved before anything is converted; the source files are then hashed on a
+        background thread while the components convert, and recorded in `out/manifest.json` at the end.
     """
     conversions = registry.resolve(name)
     if source is not None and synthetic is not None:
@@ -86,7 +89,7 @@ def convert(
         synthetic_source = _write_synthetic(label, conversions, synthetic, synthetic_layout, out, report)
         source = str(synthetic_source)
     resolved = [(conversion, _resolve(conversion, source, revision)) for conversion in conversions]
-    options = _Options(out, dtype, dry_run, allow_nonfinite, allow_family_mismatch, progress)
+    options = _Options(out, dtype, dry_run, allow_nonfinite, allow_family_mismatch, progress, durable)
     with InputHashes() as hashes:
         if not dry_run:
             hashes.start(path for _, found in resolved for path in found.files)
@@ -154,6 +157,7 @@ def _convert_one(conversion: Conversion, source: Source, options: _Options) -> C
             allow_nonfinite=options.allow_nonfinite,
             allow_family_mismatch=options.allow_family_mismatch,
             dry_run=options.dry_run,
+            durable=options.durable,
             progress=progress,
         )
     finally:

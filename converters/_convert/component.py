@@ -160,6 +160,7 @@ def convert_component(
     *,
     dtype: torch.dtype | None = None,
     allow_nonfinite: bool = False,
+    durable: bool = False,
     allow_family_mismatch: bool = False,
     dry_run: bool = False,
     progress: ComponentProgress | None = None,
@@ -192,6 +193,7 @@ def convert_component(
                     metadata,
                     allow_nonfinite=allow_nonfinite,
                     progress=progress.advance if progress is not None else None,
+                    durable=durable,
                 )
             except TensorValueError as error:
                 raise _blame_source(error, traced.keymap, tensors) from None

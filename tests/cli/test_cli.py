@@ -38,6 +38,30 @@ def test_convert_synthetic_json(tmp_path: Path) -> None:
         assert weights.stat().st_size == component["bytes"] and len(component["sha256"]) == 64
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc")
+def test_a_durable_conversion_fsyncs_its_weights_and_gives_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shas, fsync = {}, os.fsync
+    for durable in (False, True):
+        synced: list[str] = []
+
+        def recorded(fd: int, synced: list[str] = synced) -> None:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", recorded)
+        flags = ["--durable"] if durable else []
+        out = tmp_path / str(durable)
+        code, stdout, err = run(
+            "convert", "sd15.autoencoder", "--synthetic", "tiny", "--out", str(out), "--json", *flags
+        )
+        assert code == 0, err
+        assert any(".model.safetensors.tmp-" in name for name in synced) == durable
+        shas[durable] = json.loads(stdout)["components"][0]["sha256"]
+    assert shas[True] == shas[False]
+
+
 def test_unknown_name_is_one_line_with_a_hint() -> None:
     code, _, err = run("convert", "sdxl.nope", "--dry-run")
     assert code == 1

@@ -420,13 +420,18 @@ def test_the_summary_says_where_the_time_went(tmp_path: Path, source_file: Path)
     assert all(seconds >= 0 for seconds in summary.seconds.values())
 
 
-def test_what_is_written_is_made_durable_while_writing(
-    tmp_path: Path, source_file: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "default"])
+def test_a_durable_write_is_flushed_while_writing_and_fsynced(
+    tmp_path: Path, source_file: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
 ) -> None:
     monkeypatch.setattr("converters._checkpoints.output_stream.FLUSH_EVERY", 100)
     synced: list[int] = []
-    sync = output_stream._SYNC_DATA
+    sync, fsync = output_stream._SYNC_DATA, os.fsync
     monkeypatch.setattr(output_stream, "_SYNC_DATA", lambda fd: synced.append(fd) or sync(fd))
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or fsync(fd))
     with open_checkpoint(source_file) as reader:
-        write_safetensors(tmp_path / "out.safetensors", reader_plans(reader))
-    assert synced, "no flush while writing"
+        first = write_safetensors(tmp_path / "out.safetensors", reader_plans(reader), durable=durable)
+    assert bool(synced) == durable, "durable writes sync while writing and at the end; others never"
+    with open_checkpoint(source_file) as reader:
+        other = write_safetensors(tmp_path / "other.safetensors", reader_plans(reader), durable=not durable)
+    assert first.sha256 == other.sha256  # the same bytes either way

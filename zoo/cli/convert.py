@@ -80,6 +80,12 @@ class _ConvertCommand(click.Command):
     is_flag=True,
     help="Convert a source whose config is not the family's (e.g. an SD 1.5 VAE as sdxl.autoencoder), with a warning.",
 )
+@click.option(
+    "--durable",
+    is_flag=True,
+    help="fsync each output before renaming it into place, so it survives a crash of the machine (waits "
+    "for the disk; without it, `zoo verify` catches a file a crash cut short).",
+)
 @click.option("--dry-run", is_flag=True, help="Trace, check and plan everything; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def convert(
@@ -95,6 +101,7 @@ def convert(
     layout: Any,
     allow_nonfinite: bool,
     allow_family_mismatch: bool,
+    durable: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -130,6 +137,7 @@ def convert(
         "dry_run": dry_run,
         "allow_nonfinite": allow_nonfinite,
         "allow_family_mismatch": allow_family_mismatch,
+        "durable": durable,
     }
     report = None if as_json else lambda line: click.echo(line, err=True)
     progress = TerminalProgress(enabled=not as_json)
