@@ -11,6 +11,9 @@ then hits every task of one round, not one task of every round), and reports med
   fsync; the stages overlap, on different cores);
 - rewrite: `safetensors.torch.load_file` + `save_file` of the same file; cp: `cp` of the same file;
 - zoo-sgm: `zoo convert sdxl.unet --source FILE` from the SGM single file;
+- zoo-hub, zoo-sgm-hub: the same two from the same files laid out as an HF cache snapshot (hard links),
+  where the source's sha256 is its blob's name, so it is not hashed again: a declared conversion after
+  `hf download`;
 - diffusers-sgm: diffusers' `UNet2DConditionModel.from_single_file` + `save_pretrained`, the same job;
 - idle: the imports alone, the floor under every task's RSS; trace-meta / trace-real: the key map traced
   on meta vs with real (bfloat16) weights (--trace; trace-real needs about 11 GB);
@@ -18,7 +21,7 @@ then hits every task of one round, not one task of every round), and reports med
   two conversions by that code, in the same rounds, so before and after are compared pair by pair.
 
 Ratios are medians of the per-round ratios of whole-process wall times (start-up and imports included,
-what `time zoo convert ...` shows). zoo's output is fsynced (durable); rewrite's and cp's are not. The
+what `time zoo convert ...` shows). No output is fsynced (zoo's only with `--durable`). The
 key-map cache is off (a first conversion) unless --keymap-cache. This is not a test; run it by hand:
 
     python ci/bench_convert.py --cache /tmp/zoo-bench --repeat 5 --clean
@@ -46,12 +49,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_TENSORS, EXPECTED_VALUES = 1680, 2_567_463_684
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 SGM_FILE = "sdxl-unet-sgm.safetensors"
-ROUND = ("zoo", "rewrite", "cp", "zoo-sgm", "diffusers-sgm")
+HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"  # any 40-hex commit names a snapshot
+ROUND = ("zoo", "zoo-hub", "rewrite", "cp", "zoo-sgm", "zoo-sgm-hub", "diffusers-sgm")
 # (task, baseline): the ratios reported, with their targets (issue 18).
 COMPARISONS: list[tuple[str, str, float | None]] = [
     ("zoo", "rewrite", 1.3),
+    ("zoo-hub", "rewrite", 1.3),
     ("zoo", "cp", None),
     ("zoo-sgm", "diffusers-sgm", 0.5),
+    ("zoo-sgm-hub", "diffusers-sgm", 0.5),
     ("zoo-sgm", "rewrite", None),
     ("zoo@base", "rewrite", None),
     ("zoo@base", "cp", None),
@@ -214,6 +220,8 @@ TASKS: dict[str, Callable[[list[str]], Detail]] = {
     "build-sgm": task_build_sgm,
     "zoo": task_zoo,
     "zoo-sgm": task_zoo,
+    "zoo-hub": task_zoo,
+    "zoo-sgm-hub": task_zoo,
     "rewrite": task_rewrite,
     "diffusers-sgm": task_diffusers_sgm,
     "trace-meta": task_trace_meta,
@@ -292,10 +300,39 @@ def ensure_sources(cache: Path, seed: int, env: dict[str, str]) -> tuple[Path, P
     return folder, sgm, builds
 
 
+def hub_snapshot(folder: Path, sgm: Path, cache: Path) -> tuple[Path, Path]:
+    """The same files laid out as an HF cache snapshot (blobs hard-linked: no extra disk), where a
+    file's blob is named by its sha256: what a declared conversion reads after `hf download`."""
+    repo = cache / "hub" / "models--bench--sdxl-unet"
+    snapshot = repo / "snapshots" / HUB_REVISION
+    files = {
+        "unet/" + WEIGHTS_FILE: folder / WEIGHTS_FILE,
+        "unet/config.json": folder / "config.json",
+        SGM_FILE: sgm,
+    }
+    for name, path in files.items():
+        link = snapshot / name
+        if link.is_symlink():
+            continue
+        digest = hashlib.file_digest(path.open("rb"), "sha256").hexdigest()
+        blob = repo / "blobs" / digest
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if not blob.exists():
+            os.link(path, blob)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(HUB_REVISION)
+    return snapshot / "unet", snapshot / SGM_FILE
+
+
 def round_commands(folder: Path, sgm: Path, cache: Path, base: Path | None) -> dict[str, list[str | Path]]:
     weights, out = folder / WEIGHTS_FILE, cache / "out"
+    hub_folder, hub_sgm = hub_snapshot(folder, sgm, cache)
     commands: dict[str, list[str | Path]] = {
         "zoo": python_task("zoo", folder, out / "zoo"),
+        "zoo-hub": python_task("zoo-hub", hub_folder, out / "zoo-hub"),
+        "zoo-sgm-hub": python_task("zoo-sgm-hub", hub_sgm, out / "zoo-sgm-hub"),
         "rewrite": python_task("rewrite", weights, out / "rewrite.safetensors"),
         "cp": ["cp", weights, out / "cp.safetensors"],
         "zoo-sgm": python_task("zoo-sgm", sgm, out / "zoo-sgm"),
