@@ -35,15 +35,15 @@ class CachedTrace:
     model_class: str
 
 
-def cache_dir() -> Path | None:
-    """Where key maps are cached, or None when caching is off."""
+def cache_dir(kind: str = "keymaps") -> Path | None:
+    """Where entries of a kind (`keymaps`, `single_file_maps`) are cached, or None when caching is off."""
     if os.environ.get("ZOO_NO_CACHE"):
         return None
     root = os.environ.get("ZOO_CACHE")
     if root is None:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = str(Path(xdg) / "zoo")
-    return Path(root) / "keymaps"
+    return Path(root) / kind
 
 
 @functools.cache
@@ -57,7 +57,8 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries whose code decides key maps and single-file recipes."""
     versions: dict[str, str] = {}
     for library in _LIBRARIES:
         try:
@@ -69,7 +70,7 @@ def _versions() -> dict[str, str]:
 
 def cache_key(name: str, configs: Any) -> str:
     """The entry name for one conversion of one set of upstream configs with this code and libraries."""
-    identity = {"name": name, "configs": configs, "code": code_digest(), "versions": _versions()}
+    identity = {"name": name, "configs": configs, "code": code_digest(), "versions": library_versions()}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -100,4 +101,4 @@ def store(name: str, configs: Any, keymap: KeyMap, model_class: str) -> None:
         return
 
 
-__all__ = ["CachedTrace", "cache_dir", "cache_key", "code_digest", "load", "store"]
+__all__ = ["CachedTrace", "cache_dir", "cache_key", "code_digest", "library_versions", "load", "store"]

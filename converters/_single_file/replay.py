@@ -9,7 +9,9 @@ replayed on the memory-mapped file, one tensor at a time; no weight is loaded to
 
 Before anything is written, every file key under the layout's prefixes must be read by some recipe or
 ignored with a reason (`CoverageError` otherwise), and the recipes must produce exactly the upstream
-model's tensors, with its shapes. Keys under other prefixes belong to other components.
+model's tensors, with its shapes. Keys under other prefixes belong to other components. A map that
+passed these checks is cached by the file's header (`map_cache`), so converting a file of the same
+layout again needs neither the recording nor the upstream library.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from converters._checkpoints import CheckpointReader, open_checkpoint
 from converters._convert.sources import SingleFileSource
 from converters._convert.upstream_tensors import SourceTensor, UpstreamTensors
 from converters._detect import Detection, detect_checkpoint
+from converters._single_file import map_cache
 from converters._single_file.recording import Call, Leaf, Recipe, leaves, recipe_of, recorded_inputs, replay
 from converters.declaration import Conversion, Shape, SingleFileLayout, upstream_model
 from converters.registry import family_of
@@ -79,8 +82,7 @@ def open_single_file_tensors(
     """
     with open_checkpoint(source.path) as reader:
         shapes, dtypes = _header(reader)
-        mapped = map_single_file(conversion, shapes, dtypes, source.path)
-        check_upstream_names(conversion, mapped)
+        mapped = _mapped(conversion, shapes, dtypes, source.path)
         tensors = {
             name: SourceTensor(
                 source.path, plan.origin, plan.shape, plan.dtype, _loader(plan.recipe, reader.get)
@@ -89,6 +91,22 @@ def open_single_file_tensors(
         }
         ignored = {f"{source.path}: {key}": reason for key, reason in mapped.ignored.items()}
         yield mapped.configs, UpstreamTensors(tensors, ignored)
+
+
+def _mapped(
+    conversion: Conversion, shapes: Mapping[str, Shape], dtypes: Mapping[str, torch.dtype], file: Path
+) -> SingleFileMap:
+    """The file's map: from the cache when this header was mapped and checked before, else learned."""
+    key = map_cache.entry_key(conversion.name, shapes, dtypes)
+    parts = map_cache.load(key)
+    if parts is not None:
+        recipes = {name: UpstreamRecipe(*made) for name, made in parts["recipes"].items()}
+        return SingleFileMap(file, parts["configs"], recipes, parts["ignored"])
+    mapped = map_single_file(conversion, shapes, dtypes, file)
+    check_upstream_names(conversion, mapped)
+    recipes = {name: (plan.recipe, plan.shape, plan.dtype) for name, plan in mapped.recipes.items()}
+    map_cache.store(key, {"configs": mapped.configs, "recipes": recipes, "ignored": mapped.ignored})
+    return mapped
 
 
 def single_file_configs(conversion: Conversion, source: SingleFileSource) -> dict[str, dict[str, Any]]:
