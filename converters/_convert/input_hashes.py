@@ -4,7 +4,10 @@ A file of the HF cache is named by its sha256 (`zoo.hub.cached_blob_sha256`): no
 file is hashed on a background thread started as soon as the run knows its sources, so the hashing
 overlaps tracing and writing (sha256 releases the GIL) instead of following them: on the 2-core machine
 the 5.1 GB SDXL UNet takes 3.3 s of one core to hash, which tracing alone (about 6 s) more than covers.
-Each file is hashed once per run, however many conversions read it (an SDXL single file: four).
+Each file is hashed once per run, however many conversions read it (an SDXL single file: four), and
+once at all while it stays the same file: its sha256 is cached by identity (device, inode, size, and
+the modification and change times in nanoseconds: any write changes the change time, which no tool can
+set back), so converting it again reads nothing to hash it. `zoo verify --hashes` always reads.
 """
 
 from __future__ import annotations
@@ -12,15 +15,22 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from converters._convert.keymap_cache import cache_dir
+from zoo.files import write_text_atomic
 from zoo.hub import FileHash, cached_blob_sha256, hash_file
 
 READ_BYTES = 8 * 1024 * 1024
+CACHE_KIND = "input_hashes"
+# A file changed this recently may change again within the file system's clock tick, unseen by its
+# times (git's "racily clean" case): its hash is not remembered.
+RECENT_NS = 2_000_000_000
 
 
 class InputHashes:
@@ -66,6 +76,10 @@ def _hash(path: Path, stop: threading.Event) -> FileHash:
     size = path.stat().st_size
     if named is not None:
         return FileHash(named, size, "hf-cache-blob-name")
+    remembered = _cache_entry(path)
+    known = _read_cached(remembered)
+    if known is not None:
+        return FileHash(known, size, "content")
     digest, buffer = hashlib.sha256(), bytearray(READ_BYTES)
     view = memoryview(buffer)
     with path.open("rb", buffering=0) as stream:
@@ -73,7 +87,38 @@ def _hash(path: Path, stop: threading.Event) -> FileHash:
             digest.update(view[:count])
     if stop.is_set():
         raise CancelledError(f"hashing {path} was stopped")
+    _remember(remembered, digest.hexdigest())
     return FileHash(digest.hexdigest(), size, "content")
+
+
+def _cache_entry(path: Path) -> Path | None:
+    """Where this file's sha256 is remembered, named by its identity; None when caching is off."""
+    folder = cache_dir(CACHE_KIND)
+    if folder is None:
+        return None
+    stat = path.stat()
+    if time.time_ns() - stat.st_ctime_ns < RECENT_NS:
+        return None
+    identity = f"{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{os.path.abspath(path)}"
+    return folder / hashlib.sha256(identity.encode()).hexdigest()
+
+
+def _read_cached(entry: Path | None) -> str | None:
+    try:
+        text = entry.read_text(encoding="ascii").strip() if entry is not None else ""
+    except (OSError, ValueError):
+        return None
+    return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else None
+
+
+def _remember(entry: Path | None, sha256: str) -> None:
+    if entry is None:
+        return
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(entry, sha256)
+    except OSError:  # a cache that cannot be written is not an error
+        return
 
 
 def _key(path: Path) -> str:

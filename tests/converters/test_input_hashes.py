@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hf_cache import add_to_cache
 from huggingface_hub import constants
 
 from converters import sd15
+from converters._convert import input_hashes
 from converters._convert.by_name import convert
 from converters._convert.input_hashes import InputHashes
 from converters._convert.synthetic import write_synthetic_pipeline
@@ -113,3 +115,50 @@ def test_the_schema_knows_how_a_sha256_is_known(tmp_path: Path) -> None:
     assert any("sha256_from" in problem for problem in validate_manifest(data))
     del data["conversions"][NAME]["sources"][0]["sha256_from"]  # manifests from before it stay valid
     assert validate_manifest(data) == []
+
+
+def test_the_same_file_is_not_read_again_and_a_changed_one_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ZOO_NO_CACHE", raising=False)
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(input_hashes, "RECENT_NS", 0)  # the file is brand new
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x" * 100_000)
+    opened: list[Path] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object) -> object:
+        if self == path:
+            opened.append(self)
+        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", counting_open)
+
+    def hashed() -> str:
+        with InputHashes() as hashes:
+            found = hashes.get(path)
+        assert found.origin == "content"
+        return found.sha256
+
+    assert hashed() == hashed() == hashlib.sha256(b"x" * 100_000).hexdigest()
+    assert len(opened) == 1  # the second run remembered it
+    stat = path.stat()
+    time.sleep(0.05)  # past the file system's clock tick
+    with real_open(path, "r+b") as stream:  # same size, same modification time: only ctime tells
+        stream.write(b"y")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert hashed() == hashlib.sha256(b"y" + b"x" * 99_999).hexdigest()
+    assert len(opened) == 2
+
+
+def test_a_file_changed_a_moment_ago_is_not_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ZOO_NO_CACHE", raising=False)
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"z" * 1000)
+    with InputHashes() as hashes:
+        hashes.get(path)
+    assert not (tmp_path / "cache" / input_hashes.CACHE_KIND).exists()
