@@ -26,9 +26,10 @@ key-map cache is off (a first conversion) unless --keymap-cache. This is not a t
 
     python ci/bench_convert.py --cache /tmp/zoo-bench --repeat 5 --clean
 
-Measured (2026-12-02, 2 cores, otherwise idle, --repeat 3 --keymap-cache): zoo-hub 8.27 s, 1.27 × rewrite
-(6.53 s); zoo 1.48 × rewrite (the local source is hashed too); zoo-sgm-hub 0.60 × and zoo-sgm 0.75 ×
-diffusers-sgm (14.30 s); peak RSS 0.68 GB against 5.68 (rewrite) and 5.93 GB (diffusers).
+Measured (2026-12-02, 2 cores, otherwise idle, --repeat 3 --keymap-cache), two runs: zoo-hub 1.27 × and
+1.05 × rewrite; zoo 1.48 × with the local source hashed every run, 1.20 × once its sha256 is remembered;
+zoo-sgm-hub 0.60 ×, zoo-sgm 0.74-0.75 × diffusers-sgm; peak RSS 0.68 GB against 5.68 GB (rewrite) and
+5.93 GB (diffusers).
 """
 
 from __future__ import annotations
