@@ -25,15 +25,19 @@ layer, transformers' `hidden_states[-2]`, which IP-Adapter "plus" reads) and the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 
 import zoo.fluxion as fl
 from zoo.fluxion.context import activate
 from zoo.fluxion.layers.weighted import Device, DType
-
-Activation = Literal["quick_gelu", "gelu"]
+from zoo.foundationals.clip.transformer_layer import (
+    Activation,
+    AttentionBlock,
+    FeedForwardBlock,
+    TransformerLayer,
+)
 
 
 @dataclass(frozen=True)
@@ -193,49 +197,16 @@ class Embeddings(fl.Chain):
         )
 
 
-class AttentionBlock(fl.Residual):
-    """x + self-attention(layer norm(x)), every token attending to every other."""
-
-    def __init__(self, config: CLIPImageEncoderConfig, device: Device = None, dtype: DType = None) -> None:
-        super().__init__(
-            fl.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, device=device, dtype=dtype),
-            fl.SelfAttention(config.hidden_size, num_heads=config.num_heads, device=device, dtype=dtype),
-        )
-
-
-def _activation(name: Activation) -> fl.ContextModule:
-    return fl.QuickGeLU() if name == "quick_gelu" else fl.GeLU()
-
-
-class FeedForwardBlock(fl.Residual):
-    """x + fc2(activation(fc1(layer norm(x))))."""
-
-    def __init__(self, config: CLIPImageEncoderConfig, device: Device = None, dtype: DType = None) -> None:
-        super().__init__(
-            fl.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, device=device, dtype=dtype),
-            fl.Linear(config.hidden_size, config.intermediate_size, device=device, dtype=dtype),
-            _activation(config.activation),
-            fl.Linear(config.intermediate_size, config.hidden_size, device=device, dtype=dtype),
-        )
-
-
-class TransformerLayer(fl.Chain):
-    """A pre-norm transformer layer: self-attention block, then feed-forward block."""
-
-    def __init__(self, config: CLIPImageEncoderConfig, device: Device = None, dtype: DType = None) -> None:
-        super().__init__(
-            AttentionBlock(config, device=device, dtype=dtype),
-            FeedForwardBlock(config, device=device, dtype=dtype),
-        )
-
-
 class Transformer(fl.Chain):
     """The layers, storing the penultimate (last layer's input) and last hidden states on the way."""
 
     def __init__(
         self, config: CLIPImageEncoderConfig, context: str, device: Device = None, dtype: DType = None
     ) -> None:
-        layers = [TransformerLayer(config, device=device, dtype=dtype) for _ in range(config.num_layers)]
+        layers = [
+            TransformerLayer(config, causal=False, device=device, dtype=dtype)
+            for _ in range(config.num_layers)
+        ]
         super().__init__(
             *layers[:-1],
             fl.SetContext(context, "penultimate"),

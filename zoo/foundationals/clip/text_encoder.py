@@ -26,15 +26,19 @@ end-of-text token, projected when the config has a projection: transformers' `po
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 
 import zoo.fluxion as fl
 from zoo.fluxion.context import activate
 from zoo.fluxion.layers.weighted import Device, DType
-
-Activation = Literal["quick_gelu", "gelu"]
+from zoo.foundationals.clip.transformer_layer import (
+    Activation,
+    AttentionBlock,
+    FeedForwardBlock,
+    TransformerLayer,
+)
 
 
 @dataclass(frozen=True)
@@ -152,53 +156,16 @@ class TokenEncoder(fl.Sum):
         )
 
 
-class AttentionBlock(fl.Residual):
-    """x + causal self-attention(layer norm(x))."""
-
-    def __init__(self, config: CLIPTextEncoderConfig, device: Device = None, dtype: DType = None) -> None:
-        super().__init__(
-            fl.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, device=device, dtype=dtype),
-            fl.SelfAttention(
-                config.hidden_size, num_heads=config.num_heads, is_causal=True, device=device, dtype=dtype
-            ),
-        )
-
-
-def _activation(name: Activation) -> fl.ContextModule:
-    if name == "quick_gelu":
-        return fl.QuickGeLU()
-    return fl.GeLU()
-
-
-class FeedForwardBlock(fl.Residual):
-    """x + fc2(activation(fc1(layer norm(x))))."""
-
-    def __init__(self, config: CLIPTextEncoderConfig, device: Device = None, dtype: DType = None) -> None:
-        super().__init__(
-            fl.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, device=device, dtype=dtype),
-            fl.Linear(config.hidden_size, config.intermediate_size, device=device, dtype=dtype),
-            _activation(config.activation),
-            fl.Linear(config.intermediate_size, config.hidden_size, device=device, dtype=dtype),
-        )
-
-
-class TransformerLayer(fl.Chain):
-    """A pre-norm transformer layer: causal self-attention block, then feed-forward block."""
-
-    def __init__(self, config: CLIPTextEncoderConfig, device: Device = None, dtype: DType = None) -> None:
-        super().__init__(
-            AttentionBlock(config, device=device, dtype=dtype),
-            FeedForwardBlock(config, device=device, dtype=dtype),
-        )
-
-
 class Transformer(fl.Chain):
     """The layers, storing the penultimate hidden state (the last layer's input) on the way."""
 
     def __init__(
         self, config: CLIPTextEncoderConfig, context: str, device: Device = None, dtype: DType = None
     ) -> None:
-        layers = [TransformerLayer(config, device=device, dtype=dtype) for _ in range(config.num_layers)]
+        layers = [
+            TransformerLayer(config, causal=True, device=device, dtype=dtype)
+            for _ in range(config.num_layers)
+        ]
         super().__init__(*layers[:-1], fl.SetContext(context, "penultimate"), layers[-1])
 
 
