@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar, cast, overload
 
 import torch
@@ -330,6 +331,27 @@ class Chain(GuardedAssignments):
             cached = (_structure.version, found)
             self.__dict__["_initialisers"] = cached
         return cached[1]
+
+    @contextmanager
+    def keeping_context(self) -> Generator[ContextProvider, None, None]:
+        """Keep the model's contexts across the calls inside the block, so what they store on the way
+        (`fl.SetContext`) can be read there; they are forgotten when the outermost such block ends.
+
+        Example:
+            >>> import torch, zoo.fluxion as fl
+            >>> model = fl.Chain(fl.Multiply(2.0), fl.SetContext("seen", "doubled"), fl.Multiply(3.0))
+            >>> with model.keeping_context() as provider:
+            ...     output = model(torch.ones(1))
+            ...     provider.get_context("seen")["doubled"]
+            tensor([2.])
+        """
+        root = self.root
+        with activate(root._provider) as top_level:
+            try:
+                yield root._provider
+            finally:
+                if top_level:
+                    root._provider.reset(root._context_defaults())
 
     def set_context(self, name: str, values: Context) -> None:
         """Set a context of the model this chain belongs to, for its next forward."""

@@ -30,7 +30,6 @@ from typing import ClassVar, NamedTuple
 import torch
 
 import zoo.fluxion as fl
-from zoo.fluxion.context import activate
 from zoo.fluxion.layers.weighted import Device, DType
 from zoo.foundationals.clip.transformer_layer import (
     Activation,
@@ -262,16 +261,10 @@ class CLIPImageEncoder(fl.Chain):
 
     def encode(self, pixels: torch.Tensor) -> CLIPImageOutput:
         """Run once and return the image embedding and the penultimate and last hidden states."""
-        provider = self.provider
-        # Held active around the call, the provider is not reset when the forward ends, so the values
-        # stored on the way can still be read; they are reset here instead.
-        with activate(provider):
-            try:
-                embedding = self(pixels)
-                values = provider.get_context(self.context_name)
-                return CLIPImageOutput(embedding, values["penultimate"], values["last"])
-            finally:
-                provider.reset(self.root._context_defaults())
+        with self.keeping_context() as provider:
+            embedding = self(pixels)
+            values = provider.get_context(self.context_name)
+            return CLIPImageOutput(embedding, values["penultimate"], values["last"])
 
 
 __all__ = [

@@ -31,7 +31,6 @@ from typing import ClassVar, NamedTuple
 import torch
 
 import zoo.fluxion as fl
-from zoo.fluxion.context import activate
 from zoo.fluxion.layers.weighted import Device, DType
 from zoo.foundationals.clip.transformer_layer import (
     Activation,
@@ -247,16 +246,10 @@ class CLIPTextEncoder(fl.Chain):
 
     def encode(self, input_ids: torch.Tensor) -> CLIPTextOutput:
         """Run once and return the last and penultimate hidden states and the pooled output."""
-        provider = self.provider
-        # Held active around the call, the provider is not reset when the forward ends, so the
-        # values stored on the way can still be read; they are reset here instead.
-        with activate(provider):
-            try:
-                last = self(input_ids)
-                values = provider.get_context(self.context_name)
-                return CLIPTextOutput(last, values["penultimate"], values["pooled"])
-            finally:
-                provider.reset(self.root._context_defaults())
+        with self.keeping_context() as provider:
+            last = self(input_ids)
+            values = provider.get_context(self.context_name)
+            return CLIPTextOutput(last, values["penultimate"], values["pooled"])
 
 
 __all__ = [

@@ -14,14 +14,12 @@ Weights: the SAM ViT-B/L/H checkpoints are released under the Apache 2.0 licence
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 import zoo.fluxion as fl
-from zoo.fluxion.context import ContextProvider, activate
 from zoo.fluxion.layers.weighted import Device, DType
 from zoo.foundationals.segment_anything.image_encoder import ImageEncoder, ImageEncoderConfig
 from zoo.foundationals.segment_anything.mask_decoder import (
@@ -154,20 +152,9 @@ class SegmentAnything(fl.Chain):
     def mask_decoder(self) -> MaskDecoder:
         return self.layer("MaskDecoder", MaskDecoder)
 
-    @contextmanager
-    def _running(self) -> Iterator[ContextProvider]:
-        """Keep the contexts alive across several calls; forget them when the outermost one ends."""
-        provider = self.provider
-        with activate(provider) as top_level:
-            try:
-                yield provider
-            finally:
-                if top_level:
-                    provider.reset(self.root._context_defaults())
-
     def encode_image(self, images: torch.Tensor) -> ImageEmbedding:
         """Normalised, padded (1, 3, S, S) images → their embedding (and what adapters keep with it)."""
-        with self._running() as provider:
+        with self.keeping_context() as provider:
             provider.set_context(IMAGE_CONTEXT, {})
             embedding = self.image_encoder(images)
             return ImageEmbedding(embedding, dict(provider.get_context(IMAGE_CONTEXT)))
@@ -192,7 +179,7 @@ class SegmentAnything(fl.Chain):
             multimask_output: Three masks for an ambiguous prompt, or one.
         """
         found = image if isinstance(image, ImageEmbedding) else ImageEmbedding(image)
-        with self._running() as provider:
+        with self.keeping_context() as provider:
             sparse, dense = self.prompt_encoder(points, labels, boxes, masks)
             positions = self.prompt_encoder.dense_positional_encoding()
             provider.set_context(IMAGE_CONTEXT, dict(found.extras))

@@ -30,7 +30,6 @@ import torch
 from torch.nn import functional as F
 
 import zoo.fluxion as fl
-from zoo.fluxion.context import activate
 from zoo.fluxion.layers.weighted import Device, DType
 from zoo.foundationals.swin.attention import WindowAttention, WindowMerge, WindowPartition
 
@@ -315,19 +314,13 @@ class SwinTransformer(fl.Chain):
 
     def encode(self, images: torch.Tensor) -> SwinOutput:
         """Run once and return the stage features, the last hidden state and the pooled output."""
-        provider = self.provider
-        # Held active around the call, the provider is not reset when the forward ends, so the values
-        # stored on the way can still be read; they are reset here instead.
-        with activate(provider):
-            try:
-                last = self(images)
-                values = provider.get_context(self.context_name)
-                stages = tuple(
-                    values[stage_key(stage)].permute(0, 3, 1, 2) for stage in range(len(self.config.depths))
-                )
-                return SwinOutput(stages, last, values["pooled"])
-            finally:
-                provider.reset(self.root._context_defaults())
+        with self.keeping_context() as provider:
+            last = self(images)
+            values = provider.get_context(self.context_name)
+            stages = tuple(
+                values[stage_key(stage)].permute(0, 3, 1, 2) for stage in range(len(self.config.depths))
+            )
+            return SwinOutput(stages, last, values["pooled"])
 
 
 __all__ = [
