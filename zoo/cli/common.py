@@ -88,6 +88,33 @@ def torch_dtype(name: str | None) -> Any:
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
+def report_conversion_for_base(done: Any, dry_run: bool, as_json: bool) -> None:
+    """Print what a conversion checked against a base wrote (`zoo convert ip-adapter` / `hq-sam`): its
+    `to_dict()` as JSON, or a one-row table, its warnings, the folder and the manifest."""
+    if as_json:
+        emit_json(done.to_dict())
+        return
+    result = done.result
+    row = (
+        done.conversion,
+        done.base,
+        result.tensors,
+        f"{result.params:,}",
+        human_bytes(result.bytes),
+        result.dtype,
+        (result.sha256 or "(dry run)")[:16],
+        f"{result.seconds:.1f}s",
+    )
+    headers = ("conversion", "base", "tensors", "params", "bytes", "dtype", "sha256", "time")
+    click.echo(table(headers, [row]))
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not dry_run:
+        click.echo(f"written to {result.folder}/ (model.safetensors, config.json)")
+    if done.manifest is not None:
+        click.echo(f"recorded in {done.manifest}")
+
+
 def progress_bar(total: int, description: str, enabled: bool, unit: str = "B") -> Any:
     """A progress bar on stderr (tqdm; bytes by default), shown only on a terminal and never with --json."""
     from tqdm import tqdm

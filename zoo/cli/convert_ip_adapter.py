@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.common import DTYPES, emit_json, human_bytes, table, torch_dtype
+from zoo.cli.common import DTYPES, report_conversion_for_base, torch_dtype
 
 
 @click.command("ip-adapter")
@@ -51,26 +51,7 @@ def convert_ip_adapter(
     from converters.ip_adapter.convert import convert_ip_adapter as run
 
     done = run(file, base, out=out, image_encoder=image_encoder, dtype=torch_dtype(dtype), dry_run=dry_run)
-    if as_json:
-        emit_json(done.to_dict())
-        return
-    result = done.result
-    row = (
-        done.conversion,
-        done.base,
-        result.tensors,
-        f"{result.params:,}",
-        human_bytes(result.bytes),
-        result.dtype,
-        (result.sha256 or "(dry run)")[:16],
-        f"{result.seconds:.1f}s",
-    )
-    headers = ("conversion", "base", "tensors", "params", "bytes", "dtype", "sha256", "time")
-    click.echo(table(headers, [row]))
-    if not dry_run:
-        click.echo(f"written to {result.folder}/ (model.safetensors, config.json)")
-    if done.manifest is not None:
-        click.echo(f"recorded in {done.manifest}")
+    report_conversion_for_base(done, dry_run, as_json)
 
 
 __all__ = ["convert_ip_adapter"]
