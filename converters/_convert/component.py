@@ -140,6 +140,28 @@ class ComponentResult:
         }
 
 
+@dataclass(frozen=True)
+class BasedConversionResult:
+    """What a conversion checked against a base wrote (`zoo convert ip-adapter`, `hq-sam`), or would
+    write on a dry run: the source file, the conversion it was read as, the base, the component's
+    result and the manifest that records it."""
+
+    source: Path
+    conversion: str
+    base: str
+    result: ComponentResult
+    manifest: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "conversion": self.conversion,
+            "base": self.base,
+            "manifest": str(self.manifest) if self.manifest else None,
+            **self.result.to_dict(),
+        }
+
+
 @contextmanager
 def open_upstream(
     conversion: Conversion, source: Source
@@ -306,6 +328,7 @@ def _result(
 
 
 __all__ = [
+    "BasedConversionResult",
     "ComponentResult",
     "TracedConversion",
     "convert_component",

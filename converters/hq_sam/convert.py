@@ -10,14 +10,13 @@ in `OUT/manifest.json` with the sha256 of the file read and of the files written
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from converters._checkpoints import open_checkpoint
-from converters._convert.component import ComponentResult, convert_component
+from converters._convert.component import BasedConversionResult, convert_component
 from converters._convert.record import record_convert_run
 from converters._convert.sources import SingleFileSource
 from converters._single_file.replay import single_file_configs
@@ -35,25 +34,7 @@ from converters.hq_sam.base import (
 from converters.hq_sam.original import is_hq_key
 from zoo.errors import FormatError
 
-
-@dataclass(frozen=True)
-class HQSamConversionResult:
-    """What `convert_hq_sam` wrote (or would write, on a dry run)."""
-
-    source: Path
-    conversion: str
-    base: str
-    result: ComponentResult
-    manifest: Path | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": str(self.source),
-            "conversion": self.conversion,
-            "base": self.base,
-            "manifest": str(self.manifest) if self.manifest else None,
-            **self.result.to_dict(),
-        }
+HQSamConversionResult = BasedConversionResult  # what it wrote, as every conversion checked against a base
 
 
 def conversion_for(base: HQBase) -> Conversion:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from converters import registry
-from converters._convert.component import ComponentResult, convert_component
+from converters._convert.component import BasedConversionResult, convert_component
 from converters._convert.record import record_convert_run
 from converters._convert.sources import SingleFileSource, read_config
 from converters._single_file.replay import single_file_configs
@@ -53,24 +53,7 @@ class UNetBase:
     description: str
 
 
-@dataclass(frozen=True)
-class IPAdapterConversionResult:
-    """What `convert_ip_adapter` wrote (or would write, on a dry run)."""
-
-    source: Path
-    conversion: str
-    base: str
-    result: ComponentResult
-    manifest: Path | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": str(self.source),
-            "conversion": self.conversion,
-            "base": self.base,
-            "manifest": str(self.manifest) if self.manifest else None,
-            **self.result.to_dict(),
-        }
+IPAdapterConversionResult = BasedConversionResult  # what it wrote, as every conversion checked against a base
 
 
 def convert_ip_adapter(
