@@ -11,6 +11,8 @@ from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultist
 from diffusers.schedulers.scheduling_euler_ancestral_discrete import EulerAncestralDiscreteScheduler
 from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
 
+from converters.sd15.scheduler import SCHEDULER as SD15_PIPELINE_SCHEDULER
+from converters.sdxl.scheduler import SCHEDULER as SDXL_PIPELINE_SCHEDULER
 from zoo.foundationals.latent_diffusion.solvers import (
     DDIM,
     SOLVERS,
@@ -21,37 +23,8 @@ from zoo.foundationals.latent_diffusion.solvers import (
 )
 
 # `scheduler/scheduler_config.json` of the pinned SD 1.5, SDXL base and SD 2.1 (768, v-prediction) pipelines.
-SD15_SCHEDULER: dict[str, Any] = {
-    "_class_name": "PNDMScheduler",
-    "_diffusers_version": "0.6.0",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-    "clip_sample": False,
-}
-SDXL_SCHEDULER: dict[str, Any] = {
-    "_class_name": "EulerDiscreteScheduler",
-    "_diffusers_version": "0.19.0.dev0",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "interpolation_type": "linear",
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "sample_max_value": 1.0,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "timestep_spacing": "leading",
-    "trained_betas": None,
-    "use_karras_sigmas": False,
-}
+SD15_SCHEDULER: dict[str, Any] = SD15_PIPELINE_SCHEDULER  # the declarations' copies of the Hub files
+SDXL_SCHEDULER: dict[str, Any] = SDXL_PIPELINE_SCHEDULER
 SD21_SCHEDULER: dict[str, Any] = {
     "_class_name": "DDIMScheduler",
     "_diffusers_version": "0.8.0",
