@@ -18,8 +18,9 @@ from torch import nn
 from converters.declaration import KeyNormalization, PinnedFile, Shape, UpstreamPart
 from zoo.errors import ConfigError
 from zoo.foundationals.clip.image_encoder import CLIPImageEncoder, CLIPImageEncoderConfig
+from zoo.foundationals.clip.transformer_layer import ACTIVATIONS
 
-SUPPORTED_ACTIVATIONS = ("quick_gelu", "gelu")
+SUPPORTED_ACTIVATIONS = ACTIVATIONS  # what our layers implement
 SUBFOLDER = "image_encoder"  # as in a diffusers pipeline with an image encoder
 VISION_PREFIX = "vision_model."
 PROJECTION_KEY = "visual_projection.weight"

@@ -27,6 +27,7 @@ from torch import nn
 from converters._tracing import Overrides
 from zoo.errors import ConfigError, FormatError
 from zoo.foundationals.clip.text_encoder import CLIPTextEncoderConfig
+from zoo.foundationals.clip.transformer_layer import ACTIVATIONS
 from zoo.foundationals.latent_diffusion.text_encoders import SDXLTextEncoderConfig
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ POSITION_IDS_REASON = (
     "position ids (0..max_position_embeddings-1): saved by transformers < 4.31 as a buffer, "
     "recomputed by every model, holds no weights"
 )
-SUPPORTED_ACTIVATIONS = ("quick_gelu", "gelu")
+SUPPORTED_ACTIVATIONS = ACTIVATIONS  # what our layers implement
 ARCHITECTURES = {"CLIPTextModel": False, "CLIPTextModelWithProjection": True}
 
 # Neither conversion needs an ignore, a pair or a transform (see the module docstring).

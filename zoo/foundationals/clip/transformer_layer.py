@@ -6,12 +6,13 @@ The text tower's attention is causal, the image tower's is not; everything else 
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 import zoo.fluxion as fl
 from zoo.fluxion.layers.weighted import Device, DType
 
 Activation = Literal["quick_gelu", "gelu"]
+ACTIVATIONS: tuple[Activation, ...] = get_args(Activation)
 
 
 class LayerConfig(Protocol):
@@ -68,6 +69,7 @@ class TransformerLayer(fl.Chain):
 
 
 __all__ = [
+    "ACTIVATIONS",
     "Activation",
     "AttentionBlock",
     "FeedForwardBlock",
