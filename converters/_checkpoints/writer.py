@@ -33,6 +33,7 @@ from converters._checkpoints.safetensors_header import DTYPE_NAMES, METADATA_KEY
 from converters._checkpoints.stages import StageClock
 from converters._checkpoints.values import ValueCheck
 from zoo.errors import CoverageError, FormatError
+from zoo.files import fsync_folder
 
 # Source bytes are read, checked, hashed and written this many at a time (a multiple of every itemsize).
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -291,18 +292,7 @@ def _atomic_file(target: Path, clock: StageClock, durable: bool) -> Iterator[int
         temporary.unlink(missing_ok=True)
         raise
     if durable:
-        _fsync_folder(target.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable. Windows cannot open a folder for fsync, nor needs to.
-    if os.name != "posix":
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        fsync_folder(target.parent)
 
 
 def _produced(plan: TensorPlan, file: Path) -> torch.Tensor:

@@ -32,7 +32,7 @@ class CarriedAssets:
     found: tuple[CarriedAsset, ...]
     warnings: tuple[str, ...]
 
-    def write(self, folder: Path) -> None:
+    def write(self, folder: Path, *, durable: bool = False) -> None:
         """Copy every found asset into `folder`, replacing what an earlier conversion left there."""
         for asset in self.conversion.assets:
             shutil.rmtree(folder / asset.subfolder, ignore_errors=True)
@@ -40,7 +40,7 @@ class CarriedAssets:
             target = folder / carried.asset.subfolder
             target.mkdir(parents=True, exist_ok=True)
             for path in carried.files:
-                write_bytes_atomic(target / path.name, path.read_bytes())
+                write_bytes_atomic(target / path.name, path.read_bytes(), durable=durable)
 
     def outputs(self) -> dict[str, str]:
         """File (relative to the output folder) -> role."""

@@ -97,7 +97,9 @@ def convert(
             progress.start_run(_estimates(resolved))
         results = [_convert_one(conversion, found, options) for conversion, found in resolved]
         if not dry_run:
-            record_convert_run(out, results, conversions, source=source, dtype=dtype, hashes=hashes)
+            record_convert_run(
+                out, results, conversions, source=source, dtype=dtype, hashes=hashes, durable=durable
+            )
     return ConvertRun(results, synthetic_source)
 
 

@@ -219,8 +219,8 @@ def convert_component(
                 )
             except TensorValueError as error:
                 raise _blame_source(error, traced.keymap, tensors) from None
-            carried.write(folder)
-            write_json_atomic(folder / CONFIG_NAME, output_config(traced, plans))
+            carried.write(folder, durable=durable)
+            write_json_atomic(folder / CONFIG_NAME, output_config(traced, plans), durable=durable)
     result = _result(conversion, folder, plans, summary, traced, source, started, warnings, dry_run)
     return replace(result, assets=carried.outputs(), source_roles=carried.source_roles())
 
@@ -288,9 +288,9 @@ def output_config(traced: TracedConversion, plans: list[TensorPlan]) -> dict[str
     }
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON (sorted keys, 2-space indent, trailing newline) atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+def write_json_atomic(path: Path, data: Any, *, durable: bool = False) -> None:
+    """Write JSON (sorted keys, 2-space indent, trailing newline) atomically; fsynced if `durable`."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", durable=durable)
 
 
 def _result(

@@ -35,6 +35,7 @@ def record_convert_run(
     source: str | Path | None,
     dtype: object | None,
     hashes: InputHashes | None = None,
+    durable: bool = False,
 ) -> Path | None:
     """Write or update `OUT/manifest.json` with what a `zoo convert` run read and wrote.
 
@@ -49,6 +50,7 @@ def record_convert_run(
         dtype: `--dtype` as given (a torch dtype), or None when the source's dtypes were kept.
         hashes: The run's source hashes (computed while it converted); by default each source is
             hashed here (or named by its HF cache blob).
+        durable: fsync the manifest (`zoo convert --durable`).
 
     Returns:
         The manifest's path, or None when nothing was recorded.
@@ -58,7 +60,9 @@ def record_convert_run(
         return None
     if hashes is None:
         with InputHashes() as own:
-            return record_convert_run(out, results, conversions, source=source, dtype=dtype, hashes=own)
+            return record_convert_run(
+                out, results, conversions, source=source, dtype=dtype, hashes=own, durable=durable
+            )
     declared = {conversion.name: conversion for conversion in conversions}
     path = out / MANIFEST_NAME
     for result in produced:  # every source's hash before taking the lock, not while holding it
@@ -71,7 +75,7 @@ def record_convert_run(
             for r in produced
         }
 
-    update_entries(path, make)
+    update_entries(path, make, durable=durable)
     return path
 
 

@@ -39,7 +39,7 @@ def test_convert_synthetic_json(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc")
-def test_a_durable_conversion_fsyncs_its_weights_and_gives_the_same_bytes(
+def test_a_durable_conversion_fsyncs_every_file_it_writes_and_gives_the_same_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shas, fsync = {}, os.fsync
@@ -57,7 +57,10 @@ def test_a_durable_conversion_fsyncs_its_weights_and_gives_the_same_bytes(
             "convert", "sd15.autoencoder", "--synthetic", "tiny", "--out", str(out), "--json", *flags
         )
         assert code == 0, err
-        assert any(".model.safetensors.tmp-" in name for name in synced) == durable
+        ours = [name for name in synced if name.startswith(str(out))]
+        for written in (".model.safetensors.tmp-", ".config.json.tmp-", ".manifest.json.tmp-"):
+            assert any(written in name for name in ours) == durable, (written, ours)
+        assert bool(ours) == durable, "without --durable nothing waits for the disk"
         shas[durable] = json.loads(stdout)["components"][0]["sha256"]
     assert shas[True] == shas[False]
 

@@ -83,8 +83,9 @@ class _ConvertCommand(click.Command):
 @click.option(
     "--durable",
     is_flag=True,
-    help="fsync each output before renaming it into place, so it survives a crash of the machine (waits "
-    "for the disk; without it, `zoo verify` catches a file a crash cut short).",
+    help="fsync every file written (weights, configs, manifest) before renaming it into place, so it "
+    "survives a crash of the machine (waits for the disk; without it, `zoo verify` catches a file a crash "
+    "cut short).",
 )
 @click.option("--dry-run", is_flag=True, help="Trace, check and plan everything; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

@@ -90,12 +90,12 @@ def read_manifest(path: Path) -> Manifest:
     return Manifest(Path(path), data)
 
 
-def write_manifest(path: Path, data: dict[str, Any]) -> None:
-    """Validate, then write atomically (sorted keys, 2-space indent, trailing newline)."""
+def write_manifest(path: Path, data: dict[str, Any], *, durable: bool = False) -> None:
+    """Validate, then write atomically (sorted keys, 2-space indent, trailing newline); fsynced if `durable`."""
     problems = validate_manifest(data)
     if problems:
         raise FormatError(f"refusing to write an invalid manifest: {'; '.join(problems[:3])}", file=path)
-    write_text_atomic(path, dumps(data))
+    write_text_atomic(path, dumps(data), durable=durable)
 
 
 def dumps(data: Mapping[str, Any]) -> str:
@@ -118,17 +118,19 @@ def update_entries(
     path: Path,
     make: Callable[[Mapping[str, dict[str, Any]]], Mapping[str, dict[str, Any]]],
     kind: str = "output",
+    *,
+    durable: bool = False,
 ) -> None:
     """Add or replace entries of the manifest at `path` (created when missing), under a lock.
 
-    `make` receives the current entries and returns the new or replaced ones.
+    `make` receives the current entries and returns the new or replaced ones; `durable` fsyncs the result.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path.parent):
         data = read_manifest(path).data if path.exists() else new_manifest(kind)
         data["conversions"].update(make(data["conversions"]))
         data["zoo_version"] = __version__
-        write_manifest(path, data)
+        write_manifest(path, data, durable=durable)
 
 
 def relative(path: Path, root: Path) -> str:
