@@ -119,6 +119,33 @@ def test_offline_without_source_fails_fast_naming_both_ways_out(tmp_path: Path) 
     assert not (tmp_path / "out").exists()
 
 
+def test_the_command_ends_with_its_status_and_whole_output_in_a_real_process(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "zoo", "convert", "sd15.autoencoder", "--synthetic", "tiny"]
+    done = subprocess.run([*command, "--out", str(tmp_path), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["components"][0]["name"] == "sd15.autoencoder"
+    failed = subprocess.run(
+        [sys.executable, "-m", "zoo", "convert", "sdxl.nope"], capture_output=True, text=True
+    )
+    assert failed.returncode == 1 and failed.stderr.startswith("error:") and "Traceback" not in failed.stderr
+
+
+def _leaving(code: str) -> subprocess.CompletedProcess[str]:
+    prelude = "import atexit, threading, time\nfrom zoo.__main__ import leave\n"
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=60)
+
+
+def test_leaving_runs_the_exit_handlers_flushes_and_keeps_the_status() -> None:
+    done = _leaving("atexit.register(print, 'handlers ran')\nprint('output', end=' ')\nleave(3)")
+    assert (done.returncode, done.stdout, done.stderr) == (3, "output handlers ran\n", "")
+
+
+def test_leaving_waits_for_a_running_worker_thread_as_python_does() -> None:
+    worker = "threading.Thread(target=lambda: (time.sleep(0.3), print('worker finished'))).start()\n"
+    done = _leaving(worker + "leave(0)")
+    assert (done.returncode, done.stdout) == (0, "worker finished\n")
+
+
 @pytest.mark.parametrize("args", [["list"], ["list", "--json"]])
 def test_list(args: list[str]) -> None:
     code, out, _ = run(*args)
