@@ -74,6 +74,7 @@ BASE_TASKS = {"zoo@base": "zoo", "zoo-sgm@base": "zoo-sgm"}
 STAGE_ORDER = ("trace", "read", "transform", "check", "hash", "write", "fsync", "wall")
 
 Detail = dict[str, Any]
+Command = tuple[list[str | Path], Path]  # a command line and the folder it runs in
 
 
 def sdxl_unet_config() -> dict[str, Any]:
@@ -88,11 +89,9 @@ def sdxl_unet_config() -> dict[str, Any]:
 
 
 def task_idle(_args: list[str]) -> Detail:
-    """Imports what the zoo task imports, and nothing more."""
-    import diffusers  # noqa: F401
-    import torch  # noqa: F401
-
-    import converters._convert.by_name  # noqa: F401
+    """Imports what `zoo convert` imports, and nothing more."""
+    import converters._convert.jobs  # noqa: F401
+    import zoo.cli.convert  # noqa: F401
 
     return {}
 
@@ -143,21 +142,6 @@ def task_build_sgm(args: list[str]) -> Detail:
 
 def _maker(make: Callable[[list[Any]], Any], get: Callable[[str], Any], key: str) -> Callable[[], Any]:
     return lambda: make([get(key)])
-
-
-def task_zoo(args: list[str]) -> Detail:
-    """`zoo convert sdxl.unet --source args[0] --out args[1]` (the parent deletes the output after the
-    measurement, as it does every task's: deleting 5 GB takes 1-2 s, which no baseline pays either)."""
-    try:
-        from converters._convert.by_name import convert
-    except ImportError:  # a checkout from before issue 18 (--base): the same function, then in run.py
-        from converters.run import convert  # pyright: ignore[reportMissingImports]
-
-    out = Path(args[1])
-    run = convert("sdxl.unet", out=out, source=args[0])
-    result = run.results[0]
-    stages = dict(getattr(result, "stages", {}))  # absent before issue 18
-    return {"sha256": result.sha256, "bytes": result.bytes, "stages": stages}
 
 
 def task_rewrite(args: list[str]) -> Detail:
@@ -223,10 +207,6 @@ TASKS: dict[str, Callable[[list[str]], Detail]] = {
     "idle": task_idle,
     "build": task_build,
     "build-sgm": task_build_sgm,
-    "zoo": task_zoo,
-    "zoo-sgm": task_zoo,
-    "zoo-hub": task_zoo,
-    "zoo-sgm-hub": task_zoo,
     "rewrite": task_rewrite,
     "diffusers-sgm": task_diffusers_sgm,
     "trace-meta": task_trace_meta,
@@ -266,12 +246,14 @@ class Measurement:
     detail: Detail
 
 
-def measure(task: str, command: Sequence[str | Path], env: dict[str, str]) -> Measurement:
+def measure(
+    task: str, command: Sequence[str | Path], env: dict[str, str], cwd: Path = REPO_ROOT
+) -> Measurement:
     """Runs one process and measures it (a Python task reports its own time and detail on stdout)."""
     # Flush the previous task's dirty pages first, or their writeback would slow this task down.
     os.sync()
     start = time.perf_counter()
-    process = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
     assert process.stdout is not None
     output = process.stdout.read()
     # wait4 gives this child's own rusage; RUSAGE_CHILDREN would mix all children together.
@@ -279,11 +261,29 @@ def measure(task: str, command: Sequence[str | Path], env: dict[str, str]) -> Me
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"task {task!r} failed with exit status {os.waitstatus_to_exitcode(status)}")
-    lines = output.strip().splitlines()
-    report = json.loads(lines[-1]) if lines else {"seconds": seconds, "detail": {}}
+    report = _task_report(output, seconds)
     # Linux reports ru_maxrss in KiB.
     cpu = usage.ru_utime + usage.ru_stime
     return Measurement(task, seconds, report["seconds"], cpu, usage.ru_maxrss * 1024, report["detail"])
+
+
+def _task_report(output: str, seconds: float) -> dict[str, Any]:
+    """What a task printed: a Python task's last line, or `zoo convert --json`'s document."""
+    lines = output.strip().splitlines()
+    if not lines:
+        return {"seconds": seconds, "detail": {}}
+    if lines[0] != "{":
+        return json.loads(lines[-1])
+    component = json.loads(output)["components"][0]
+    detail = {"sha256": component["sha256"], "bytes": component["bytes"]}
+    return {"seconds": component["seconds"], "detail": {**detail, "stages": component.get("stages", {})}}
+
+
+def zoo_command(source: Path, out: Path) -> list[str | Path]:
+    """The command a user types, `zoo convert sdxl.unet --source SOURCE --out OUT`, with --json; run
+    in the root of the checkout measured (its zoo comes first on sys.path). The parent deletes the
+    output after the measurement, as it does every task's: no baseline pays for deleting 5 GB either."""
+    return [sys.executable, "-m", "zoo", "convert", "sdxl.unet", "--source", source, "--out", out, "--json"]
 
 
 def python_task(task: str, *args: str | Path, root: Path = REPO_ROOT) -> list[str | Path]:
@@ -331,21 +331,21 @@ def hub_snapshot(folder: Path, sgm: Path, cache: Path) -> tuple[Path, Path]:
     return snapshot / "unet", snapshot / SGM_FILE
 
 
-def round_commands(folder: Path, sgm: Path, cache: Path, base: Path | None) -> dict[str, list[str | Path]]:
+def round_commands(folder: Path, sgm: Path, cache: Path, base: Path | None) -> dict[str, Command]:
     weights, out = folder / WEIGHTS_FILE, cache / "out"
     hub_folder, hub_sgm = hub_snapshot(folder, sgm, cache)
-    commands: dict[str, list[str | Path]] = {
-        "zoo": python_task("zoo", folder, out / "zoo"),
-        "zoo-hub": python_task("zoo-hub", hub_folder, out / "zoo-hub"),
-        "zoo-sgm-hub": python_task("zoo-sgm-hub", hub_sgm, out / "zoo-sgm-hub"),
-        "rewrite": python_task("rewrite", weights, out / "rewrite.safetensors"),
-        "cp": ["cp", weights, out / "cp.safetensors"],
-        "zoo-sgm": python_task("zoo-sgm", sgm, out / "zoo-sgm"),
-        "diffusers-sgm": python_task("diffusers-sgm", sgm, out / "diffusers-sgm", folder),
+    commands: dict[str, Command] = {
+        "zoo": (zoo_command(folder, out / "zoo"), REPO_ROOT),
+        "zoo-hub": (zoo_command(hub_folder, out / "zoo-hub"), REPO_ROOT),
+        "zoo-sgm-hub": (zoo_command(hub_sgm, out / "zoo-sgm-hub"), REPO_ROOT),
+        "rewrite": (python_task("rewrite", weights, out / "rewrite.safetensors"), REPO_ROOT),
+        "cp": (["cp", weights, out / "cp.safetensors"], REPO_ROOT),
+        "zoo-sgm": (zoo_command(sgm, out / "zoo-sgm"), REPO_ROOT),
+        "diffusers-sgm": (python_task("diffusers-sgm", sgm, out / "diffusers-sgm", folder), REPO_ROOT),
     }
     if base is not None:
-        commands["zoo@base"] = python_task("zoo", folder, out / "zoo-base", root=base)
-        commands["zoo-sgm@base"] = python_task("zoo-sgm", sgm, out / "zoo-sgm-base", root=base)
+        commands["zoo@base"] = (zoo_command(folder, out / "zoo-base"), base)
+        commands["zoo-sgm@base"] = (zoo_command(sgm, out / "zoo-sgm-base"), base)
     return commands
 
 
@@ -362,7 +362,8 @@ def run_rounds(
     for _ in range(args.repeat):
         for task in tasks:
             (cache / "out").mkdir(exist_ok=True)
-            results.append(measure(task, commands[task], env))
+            command, cwd = commands[task]
+            results.append(measure(task, command, env, cwd))
             shutil.rmtree(cache / "out")
     return results
 
