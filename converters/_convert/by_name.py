@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +67,7 @@ def convert(
     progress: RunProgress | None = None,
     report: Callable[[str], None] | None = None,
     durable: bool = False,
+    hashes: InputHashes | None = None,
 ) -> ConvertRun:
     """Convert every component `name` designates (a family or one `family.component`).
 
@@ -77,6 +79,8 @@ def convert(
 
         Every source is resolved before anything is converted; the source files are then hashed on a
         background thread while the components convert, and recorded in `out/manifest.json` at the end.
+        `hashes` may have begun hashing files early (the caller closes it); those the run does not read
+        are stopped.
     """
     conversions = registry.resolve(name)
     if source is not None and synthetic is not None:
@@ -90,15 +94,16 @@ def convert(
         source = str(synthetic_source)
     resolved = [(conversion, _resolve(conversion, source, revision)) for conversion in conversions]
     options = _Options(out, dtype, dry_run, allow_nonfinite, allow_family_mismatch, progress, durable)
-    with InputHashes() as hashes:
-        if not dry_run:
-            hashes.start(path for _, found in resolved for path in found.files)
+    with InputHashes() if hashes is None else nullcontext(hashes) as run_hashes:
+        read = [] if dry_run else [path for _, found in resolved for path in found.files]
+        run_hashes.keep_only(read)
+        run_hashes.start(read)
         if progress is not None:
             progress.start_run(_estimates(resolved))
         results = [_convert_one(conversion, found, options) for conversion, found in resolved]
         if not dry_run:
             record_convert_run(
-                out, results, conversions, source=source, dtype=dtype, hashes=hashes, durable=durable
+                out, results, conversions, source=source, dtype=dtype, hashes=run_hashes, durable=durable
             )
     return ConvertRun(results, synthetic_source)
 

@@ -1,9 +1,10 @@
 """The sha256 of a run's source files, without a pass of their own.
 
 A file of the HF cache is named by its sha256 (`zoo.hub.cached_blob_sha256`): nothing to read. Any other
-file is hashed on a background thread started as soon as the run knows its sources, so the hashing
-overlaps tracing and writing (sha256 releases the GIL) instead of following them: on the 2-core machine
-the 5.1 GB SDXL UNet takes 3.3 s of one core to hash, which tracing alone (about 6 s) more than covers.
+file is hashed on a background thread started as soon as the run knows its sources (`zoo convert`
+starts it before importing torch when `--source` names the file), so the hashing overlaps the imports,
+tracing and writing (sha256 releases the GIL) instead of following them: on the 2-core machine the
+5.1 GB SDXL UNet takes 3.3 s of one core to hash.
 Each file is hashed once per run, however many conversions read it (an SDXL single file: four), and
 once at all while it stays the same file: its sha256 is cached by identity (device, inode, size, and
 the modification and change times in nanoseconds: any write changes the change time, which no tool can
@@ -22,31 +23,44 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from converters._convert.keymap_cache import cache_dir
+from converters._convert.cache_location import cache_dir
 from zoo.files import write_text_atomic
-from zoo.hub import FileHash, cached_blob_sha256, hash_file
+from zoo.hub import FileHash, cached_blob_sha256, hash_file, sha256_file
 
-READ_BYTES = 8 * 1024 * 1024
 CACHE_KIND = "input_hashes"
 # A file changed this recently may change again within the file system's clock tick, unseen by its
 # times (git's "racily clean" case): its hash is not remembered.
 RECENT_NS = 2_000_000_000
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".ckpt", ".pt", ".pth"})
 
 
 class InputHashes:
-    """Hashes of source files, computed one file at a time on a background thread; a context manager."""
+    """Hashes of source files, computed one file at a time on a background thread; a context manager.
+
+    Light to import (no torch): the command line starts hashing a `--source` it can name before it
+    imports the converters, so the hashing uses the core that the single-threaded imports leave idle.
+    """
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoo-source-hash")
         self._hashes: dict[str, Future[FileHash]] = {}
-        self._stop = threading.Event()
+        self._stops: dict[str, threading.Event] = {}
+        self._closed = False
 
     def start(self, paths: Iterable[Path]) -> None:
         """Begin hashing the files not asked for yet (in the given order)."""
         for path in paths:
             key = _key(path)
-            if key not in self._hashes and Path(path).is_file() and not self._stop.is_set():
-                self._hashes[key] = self._pool.submit(_hash, Path(path), self._stop)
+            if key not in self._hashes and Path(path).is_file() and not self._closed:
+                self._stops[key] = threading.Event()
+                self._hashes[key] = self._pool.submit(_hash, Path(path), self._stops[key])
+
+    def keep_only(self, paths: Iterable[Path]) -> None:
+        """Stop hashing (or never start) the files begun early that the run turned out not to read."""
+        wanted = {_key(path) for path in paths}
+        for key in [key for key in self._hashes if key not in wanted]:
+            self._stops.pop(key).set()
+            self._hashes.pop(key).cancel()
 
     def get(self, path: Path) -> FileHash:
         """A file's hash, waiting for it if it is still being computed (and starting it if never asked)."""
@@ -59,7 +73,9 @@ class InputHashes:
 
     def close(self) -> None:
         """Stop at once: the file being hashed is abandoned, the others are never started."""
-        self._stop.set()
+        self._closed = True
+        for stop in self._stops.values():
+            stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Self:
@@ -80,15 +96,27 @@ def _hash(path: Path, stop: threading.Event) -> FileHash:
     known = _read_cached(remembered)
     if known is not None:
         return FileHash(known, size, "content")
-    digest, buffer = hashlib.sha256(), bytearray(READ_BYTES)
-    view = memoryview(buffer)
-    with path.open("rb", buffering=0) as stream:
-        while not stop.is_set() and (count := stream.readinto(buffer)):
-            digest.update(view[:count])
-    if stop.is_set():
-        raise CancelledError(f"hashing {path} was stopped")
-    _remember(remembered, digest.hexdigest())
-    return FileHash(digest.hexdigest(), size, "content")
+    try:
+        sha256 = sha256_file(path, stop)
+    except InterruptedError:
+        raise CancelledError(f"hashing {path} was stopped") from None
+    _remember(remembered, sha256)
+    return FileHash(sha256, size, "content")
+
+
+def weights_named_by(source: str) -> list[Path]:
+    """The weights files a `--source` names beyond doubt, before any conversion is resolved.
+
+    The file itself, or a folder's only weights file; [] when it takes the conversion's declaration to
+    know (a pipeline folder, variants side by side, shards).
+    """
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    files = [entry for entry in path.iterdir() if entry.suffix in WEIGHT_SUFFIXES and entry.is_file()]
+    return files if len(files) == 1 else []
 
 
 def _cache_entry(path: Path) -> Path | None:
@@ -127,4 +155,4 @@ def _key(path: Path) -> str:
     return os.path.abspath(path)
 
 
-__all__ = ["InputHashes"]
+__all__ = ["InputHashes", "weights_named_by"]

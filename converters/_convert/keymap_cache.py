@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from converters._convert.cache_location import cache_dir
 from converters._tracing import KeyMap
 from zoo.errors import FormatError
 from zoo.files import write_text_atomic
@@ -33,17 +34,6 @@ _LIBRARIES = ("torch", "diffusers", "transformers")
 class CachedTrace:
     keymap: KeyMap
     model_class: str
-
-
-def cache_dir(kind: str = "keymaps") -> Path | None:
-    """Where entries of a kind (`keymaps`, `single_file_maps`) are cached, or None when caching is off."""
-    if os.environ.get("ZOO_NO_CACHE"):
-        return None
-    root = os.environ.get("ZOO_CACHE")
-    if root is None:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        root = str(Path(xdg) / "zoo")
-    return Path(root) / kind
 
 
 @functools.cache
@@ -101,4 +91,4 @@ def store(name: str, configs: Any, keymap: KeyMap, model_class: str) -> None:
         return
 
 
-__all__ = ["CachedTrace", "cache_dir", "cache_key", "code_digest", "library_versions", "load", "store"]
+__all__ = ["CachedTrace", "cache_key", "code_digest", "library_versions", "load", "store"]

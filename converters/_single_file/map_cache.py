@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch.nn import functional
 
-from converters._convert.keymap_cache import cache_dir, code_digest, library_versions
+from converters._convert.cache_location import cache_dir
+from converters._convert.keymap_cache import code_digest, library_versions
 from converters._single_file.recording import Call, Leaf
 from converters.declaration import Shape
 from zoo.files import write_text_atomic

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from huggingface_hub import constants
 from converters import sd15
 from converters._convert import input_hashes
 from converters._convert.by_name import convert
-from converters._convert.input_hashes import InputHashes
+from converters._convert.input_hashes import InputHashes, weights_named_by
 from converters._convert.synthetic import write_synthetic_pipeline
 from zoo.hub import cached_blob_sha256, hash_file, sha256_file
 from zoo.manifest import read_manifest, validate_manifest
@@ -162,3 +163,70 @@ def test_a_file_changed_a_moment_ago_is_not_remembered(
     with InputHashes() as hashes:
         hashes.get(path)
     assert not (tmp_path / "cache" / input_hashes.CACHE_KIND).exists()
+
+
+def test_a_file_begun_early_that_the_run_does_not_read_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "other.safetensors"
+    path.write_bytes(b"z" * 1000)
+    stopped: list[Path] = []
+
+    def slow_sha256(file: Path, stop: object) -> str:
+        assert isinstance(stop, threading.Event)
+        if stop.wait(timeout=30):  # a 5 GB file takes seconds: this one waits to be stopped
+            stopped.append(file)
+            raise InterruptedError
+        return "0" * 64
+
+    monkeypatch.setattr(input_hashes, "sha256_file", slow_sha256)
+    started = time.perf_counter()
+    with InputHashes() as hashes:
+        hashes.start([path])
+        hashes.keep_only([tmp_path / "read.safetensors"])
+    assert time.perf_counter() - started < 10, "the unread file was not stopped"
+    assert stopped in ([path], [])  # stopped while hashing, or never started
+
+
+def test_the_weights_a_source_names_beyond_doubt(tmp_path: Path) -> None:
+    single = tmp_path / "model.safetensors"
+    single.write_bytes(b"{}")
+    component = tmp_path / "unet"
+    component.mkdir()
+    (component / "config.json").write_text("{}")
+    (component / "diffusion_pytorch_model.safetensors").write_bytes(b"{}")
+    variants = tmp_path / "vae"
+    variants.mkdir()
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"):
+        (variants / name).write_bytes(b"{}")
+    assert weights_named_by(str(single)) == [single]
+    assert weights_named_by(str(component)) == [component / "diffusion_pytorch_model.safetensors"]
+    assert weights_named_by(str(variants)) == []  # which one is read takes the declaration to know
+    assert weights_named_by(str(tmp_path)) == [single]
+    assert weights_named_by("stabilityai/stable-diffusion-xl-base-1.0") == []  # a Hub repo id
+
+
+def test_the_command_hashes_a_named_source_early_and_records_the_same_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from zoo.cli import main
+
+    folder = write_synthetic_pipeline([sd15.AUTOENCODER], "tiny", tmp_path / "pipeline", None) / "vae"
+    calls: list[tuple[str, list[Path]]] = []
+    for method in ("start", "keep_only"):
+        real = getattr(InputHashes, method)
+
+        def spy(self: InputHashes, paths: object, method: str = method, real: object = real) -> None:
+            calls.append((method, [Path(p) for p in paths]))  # type: ignore[attr-defined]
+            real(self, calls[-1][1])  # type: ignore[operator]
+
+        monkeypatch.setattr(InputHashes, method, spy)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["convert", NAME, "--source", str(folder), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert calls[0] == ("start", [folder / "diffusion_pytorch_model.safetensors"]), "begun before resolving"
+    source = read_manifest(out / "manifest.json").entries[NAME]["sources"]
+    weights = next(s for s in source if s["role"] == "weights")
+    assert weights["sha256"] == sha256_file(folder / "diffusion_pytorch_model.safetensors")

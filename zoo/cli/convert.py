@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,9 @@ from zoo.cli.convert_hq_sam import convert_hq_sam
 from zoo.cli.convert_ip_adapter import convert_ip_adapter
 from zoo.cli.convert_lora import convert_lora
 from zoo.cli.progress import TerminalProgress
+
+if TYPE_CHECKING:
+    from converters._convert.input_hashes import InputHashes
 
 SUBCOMMANDS = {
     command.name: command
@@ -129,26 +132,47 @@ def convert(
       zoo convert controlnet --source ./control_v11p_sd15_canny   # or t2i-adapter, by what the source is
       zoo convert control-lora control-lora-canny-rank128.safetensors --base out/sdxl.unet
     """
-    chosen = _names(names, every, source, revision)
-    options: dict[str, Any] = {
-        "out": out,
-        "synthetic": synthetic,
-        "synthetic_layout": layout,
-        "dtype": torch_dtype(dtype),
-        "dry_run": dry_run,
-        "allow_nonfinite": allow_nonfinite,
-        "allow_family_mismatch": allow_family_mismatch,
-        "durable": durable,
-    }
-    report = None if as_json else lambda line: click.echo(line, err=True)
+    early = len(names) == 1 and not (every or dry_run) and synthetic is None
+    hashes = _hashing_early(source) if early else None
     progress = TerminalProgress(enabled=not as_json)
     try:
+        chosen = _names(names, every, source, revision)
+        options: dict[str, Any] = {
+            "out": out,
+            "synthetic": synthetic,
+            "synthetic_layout": layout,
+            "dtype": torch_dtype(dtype),
+            "dry_run": dry_run,
+            "allow_nonfinite": allow_nonfinite,
+            "allow_family_mismatch": allow_family_mismatch,
+            "durable": durable,
+        }
+        report = None if as_json else lambda line: click.echo(line, err=True)
         if len(chosen) == 1 and not every:
-            _one(chosen[0], source, revision, options, progress, report, as_json)
+            _one(chosen[0], source, revision, {**options, "hashes": hashes}, progress, report, as_json)
         else:
             _many(chosen, jobs, memory_budget, options, progress, report, as_json)
     finally:
         progress.close()
+        if hashes is not None:
+            hashes.close()
+
+
+def _hashing_early(source: str | None) -> InputHashes | None:
+    """Start hashing the weights `--source` names before the converters (and torch) are imported.
+
+    The imports keep one core busy for about 2 s and leave the other idle: hashing a 5 GB source there
+    takes that much off a first conversion (the run then picks the hash up, or stops it if it reads
+    other files).
+    """
+    from converters._convert.input_hashes import InputHashes, weights_named_by
+
+    files = weights_named_by(source) if source is not None else []
+    if not files:
+        return None
+    hashes = InputHashes()
+    hashes.start(files)
+    return hashes
 
 
 def _names(names: tuple[str, ...], every: bool, source: str | None, revision: str | None) -> list[str]:
