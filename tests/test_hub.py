@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from hf_cache import add_to_cache
 from huggingface_hub import constants
 
+import zoo.hub
 from converters import sd15
 from converters._convert.by_name import convert
 from converters._convert.synthetic import write_synthetic_pipeline
@@ -160,3 +163,23 @@ def test_convert_refuses_a_file_that_does_not_match_its_pin(cache: Path, tmp_pat
     with pytest.raises(HashMismatchError, match=re.escape("vae/diffusion_pytorch_model.safetensors")):
         convert("sd15.autoencoder", out=out)
     assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("size", [0, 1, 5 * mmap.ALLOCATIONGRANULARITY // 2])
+def test_a_file_is_hashed_window_by_window_as_hashlib_hashes_it_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    monkeypatch.setattr(zoo.hub, "HASH_WINDOW", mmap.ALLOCATIONGRANULARITY)  # several windows, small file
+    data = os.urandom(size)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_hashing_stops_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"w" * 10)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(InterruptedError, match=r"weights\.bin"):
+        sha256_file(path, stop)

@@ -107,13 +107,15 @@ def _hash(path: Path, stop: threading.Event) -> FileHash:
 def weights_named_by(source: str) -> list[Path]:
     """The weights files a `--source` names beyond doubt, before any conversion is resolved.
 
-    The file itself, or a folder's only weights file; [] when it takes the conversion's declaration to
-    know (a pipeline folder, variants side by side, shards).
+    The file itself, or the only weights file of a component folder (one with a config.json); [] when
+    it takes the conversion's declaration to know: a pipeline folder (whose top level may hold an
+    original single file that a conversion of its components never reads), variants side by side,
+    shards.
     """
     path = Path(source)
     if path.is_file():
         return [path]
-    if not path.is_dir():
+    if not (path / "config.json").is_file():
         return []
     files = [entry for entry in path.iterdir() if entry.suffix in WEIGHT_SUFFIXES and entry.is_file()]
     return files if len(files) == 1 else []
