@@ -27,10 +27,9 @@ key-map cache is off (a first conversion) unless --keymap-cache. This is not a t
 
     python ci/bench_convert.py --cache /tmp/zoo-bench --repeat 5 --clean
 
-Measured (2026-12-02, 2 cores, otherwise idle, --repeat 3 --keymap-cache), two runs: zoo-hub 1.27 × and
-1.05 × rewrite; zoo 1.48 × with the local source hashed every run, 1.20 × once its sha256 is remembered;
-zoo-sgm-hub 0.60 ×, zoo-sgm 0.74-0.75 × diffusers-sgm; peak RSS 0.68 GB against 5.68 GB (rewrite) and
-5.93 GB (diffusers).
+Measured (2026-12-02, 2 cores, otherwise idle, --repeat 3 --keymap-cache): zoo-new 1.21 x, zoo 1.05 x,
+zoo-hub 1.03 x rewrite; zoo-sgm-hub 0.47 x, zoo-sgm 0.49 x, zoo-sgm-new 0.55 x diffusers-sgm; peak RSS
+0.60-0.67 GB against 5.68 GB (rewrite) and 5.93 GB (diffusers); every output's sha256 700a22c2...9621.
 """
 
 from __future__ import annotations
