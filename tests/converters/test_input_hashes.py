@@ -40,6 +40,20 @@ def cached_pipeline(cache: Path, tmp_path: Path) -> Path:
     return add_to_cache(cache, sd15.HUB_REPO, REVISION, files)
 
 
+def record_opens(path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The list each opening of `path` (to read it) appends to."""
+    opened: list[Path] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object) -> object:
+        if self == path:
+            opened.append(self)
+        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    return opened
+
+
 def test_an_hf_cache_file_is_named_by_its_blob_not_read(cache: Path, tmp_path: Path) -> None:
     snapshot = cached_pipeline(cache, tmp_path)
     weights = snapshot / WEIGHTS
@@ -85,15 +99,7 @@ def test_only_an_lfs_blob_of_the_same_repo_names_a_sha256(cache: Path, tmp_path:
 def test_each_file_is_hashed_once_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "weights.bin"
     path.write_bytes(b"x" * 100_000)
-    opened: list[Path] = []
-    real_open = Path.open
-
-    def counting_open(self: Path, *args: object, **kwargs: object) -> object:
-        if self == path:
-            opened.append(self)
-        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Path, "open", counting_open)
+    opened = record_opens(path, monkeypatch)
     with InputHashes() as hashes:
         hashes.start([path, tmp_path / "." / "weights.bin"])
         first, second = hashes.get(path), hashes.get(tmp_path / "weights.bin")
@@ -126,15 +132,7 @@ def test_the_same_file_is_not_read_again_and_a_changed_one_is(
     monkeypatch.setattr(input_hashes, "RECENT_NS", 0)  # the file is brand new
     path = tmp_path / "weights.bin"
     path.write_bytes(b"x" * 100_000)
-    opened: list[Path] = []
-    real_open = Path.open
-
-    def counting_open(self: Path, *args: object, **kwargs: object) -> object:
-        if self == path:
-            opened.append(self)
-        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Path, "open", counting_open)
+    opened = record_opens(path, monkeypatch)
 
     def hashed() -> str:
         with InputHashes() as hashes:
@@ -146,7 +144,8 @@ def test_the_same_file_is_not_read_again_and_a_changed_one_is(
     assert len(opened) == 1  # the second run remembered it
     stat = path.stat()
     time.sleep(0.05)  # past the file system's clock tick
-    with real_open(path, "r+b") as stream:  # same size, same modification time: only ctime tells
+    # Written through open(), not the counted Path.open; same size, same modification time: only ctime tells.
+    with open(path, "r+b") as stream:
         stream.write(b"y")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert hashed() == hashlib.sha256(b"y" + b"x" * 99_999).hexdigest()
