@@ -17,7 +17,8 @@ and `set_time_ids`, then call the model on the latents (or call `denoise`, which
 `TimestepEncoder` turns the timestep (and SDXL's pooled text and size/crop ids) into one embedding that
 every `ResnetBlock` reads; every `SpatialTransformer` reads the text embedding; every step of
 `DownBlocks` stores its output as a skip (`skip_0`, `skip_1`, ...) that one step of `UpBlocks`
-concatenates back.
+concatenates back. The building blocks live beside this file: `unet_timestep.py` (the timestep
+embedding), `unet_resnet.py` (resnet blocks) and `unet_transformer.py` (spatial transformers).
 
 Example:
     >>> import torch
@@ -29,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,9 +38,22 @@ from torch.nn import functional as F
 
 import zoo.fluxion as fl
 from zoo.fluxion.layers.weighted import Device, DType
-
-CONTEXT = "unet"
-"""Name of the context that carries the conditioning, the timestep embedding and the skips."""
+from zoo.foundationals.latent_diffusion.unet_context import CONTEXT
+from zoo.foundationals.latent_diffusion.unet_resnet import ResnetBlock
+from zoo.foundationals.latent_diffusion.unet_timestep import (
+    TextTimeEmbedding,
+    TimestepEmbedding,
+    TimestepEncoder,
+    sinusoidal_embedding,
+)
+from zoo.foundationals.latent_diffusion.unet_transformer import (
+    CrossAttention,
+    CrossAttentionBlock,
+    FeedForwardBlock,
+    SelfAttentionBlock,
+    SpatialTransformer,
+    TransformerLayer,
+)
 
 Timestep = torch.Tensor | int | float
 
@@ -219,315 +232,6 @@ class UNetConfig:
     def downscale_factor(self) -> int:
         """How much smaller the lowest resolution is than the latents', per side."""
         return 2 ** (len(self.block_channels) - 1)
-
-
-# -- building blocks: timestep and added conditioning --------------------------------------------
-
-
-def sinusoidal_embedding(
-    values: torch.Tensor, dim: int, flip_sin_to_cos: bool, freq_shift: float, max_period: float = 10_000
-) -> torch.Tensor:
-    """Float32 sinusoidal embeddings (N, dim) of N scalar values (DDPM's timestep embedding).
-
-    Frequencies are `max_period ** (-i / (dim // 2 - freq_shift))`; the layout is (sin, cos), or (cos,
-    sin) with `flip_sin_to_cos`; an odd `dim` is padded with one zero.
-    """
-    half = dim // 2
-    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=values.device)
-    frequencies = torch.exp(exponent / (half - freq_shift))
-    angles = values[:, None].float() * frequencies[None, :]
-    sin, cos = torch.sin(angles), torch.cos(angles)
-    embedding = torch.cat([cos, sin] if flip_sin_to_cos else [sin, cos], dim=-1)
-    return F.pad(embedding, (0, 1)) if dim % 2 else embedding
-
-
-class SinusoidalTimestep(fl.ContextModule):
-    """The sinusoidal embedding of the context's timestep, one row per sample of its input.
-
-    Computed in float32 and cast to the input's dtype, as upstream.
-    """
-
-    def __init__(self, dim: int, flip_sin_to_cos: bool, freq_shift: float) -> None:
-        super().__init__()
-        self.dim, self.flip_sin_to_cos, self.freq_shift = dim, flip_sin_to_cos, freq_shift
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values = self.use_context(CONTEXT)
-        if "timestep" not in values:
-            raise KeyError("the UNet has no timestep: call set_timestep before the forward")
-        timestep = torch.as_tensor(values["timestep"], device=x.device)
-        timesteps = timestep.reshape(-1).expand(x.shape[0])
-        embedding = sinusoidal_embedding(timesteps, self.dim, self.flip_sin_to_cos, self.freq_shift)
-        return embedding.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, flip_sin_to_cos={self.flip_sin_to_cos}, freq_shift={self.freq_shift}"
-
-
-class TimestepCondition(fl.ContextModule):
-    """The context's `timestep_condition` (LCM's guidance embedding), or zeros when none is set."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        condition = self.use_context(CONTEXT).get("timestep_condition")
-        if condition is None:
-            return torch.zeros(x.shape[0], self.dim, device=x.device, dtype=x.dtype)
-        return condition.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
-
-
-class TimestepEmbedding(fl.Chain):
-    """Sinusoidal timestep embedding (plus an optional projected condition), then a SiLU MLP."""
-
-    def __init__(self, config: UNetConfig, device: Device = None, dtype: DType = None) -> None:
-        sinusoid, width = config.timestep_channels, config.time_embedding_dim
-        layers: list[torch.nn.Module] = [
-            SinusoidalTimestep(sinusoid, config.flip_sin_to_cos, config.freq_shift)
-        ]
-        if config.time_cond_proj_dim is not None:
-            # A bias-free projection: without a condition it adds exact zeros, like upstream's skip.
-            layers.append(
-                fl.Residual(
-                    TimestepCondition(config.time_cond_proj_dim),
-                    fl.Linear(config.time_cond_proj_dim, sinusoid, bias=False, device=device, dtype=dtype),
-                )
-            )
-        layers += [
-            fl.Linear(sinusoid, width, device=device, dtype=dtype),
-            fl.SiLU(),
-            fl.Linear(width, width, device=device, dtype=dtype),
-        ]
-        super().__init__(*layers)
-
-
-class TextTimeConditioning(fl.ContextModule):
-    """SDXL's added condition: the pooled text embedding, then the sinusoidal embedding of each time id.
-
-    The time ids (original size, crop top-left, target size: six per sample) come from the context,
-    like the pooled embedding; the result has the dtype of the input (the timestep embedding).
-    """
-
-    def __init__(self, dim: int, flip_sin_to_cos: bool, freq_shift: float) -> None:
-        super().__init__()
-        self.dim, self.flip_sin_to_cos, self.freq_shift = dim, flip_sin_to_cos, freq_shift
-
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        values = self.use_context(CONTEXT)
-        for key, setter in (
-            ("pooled_text_embedding", "set_pooled_text_embedding"),
-            ("time_ids", "set_time_ids"),
-        ):
-            if key not in values:
-                raise KeyError(
-                    f"this UNet needs {key} (SDXL's added conditioning): call {setter} before the forward"
-                )
-        pooled, time_ids = values["pooled_text_embedding"], values["time_ids"]
-        embedded_ids = sinusoidal_embedding(
-            time_ids.flatten(), self.dim, self.flip_sin_to_cos, self.freq_shift
-        )
-        embedded_ids = embedded_ids.reshape(pooled.shape[0], -1)
-        return torch.cat([pooled, embedded_ids], dim=-1).to(embedding.dtype)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, flip_sin_to_cos={self.flip_sin_to_cos}, freq_shift={self.freq_shift}"
-
-
-class TextTimeEmbedding(fl.Residual):
-    """Adds SDXL's embedded pooled text and time ids (a SiLU MLP) to the timestep embedding."""
-
-    def __init__(self, config: UNetConfig, device: Device = None, dtype: DType = None) -> None:
-        assert config.addition_time_embed_dim is not None and config.addition_embed_input_dim is not None
-        width = config.time_embedding_dim
-        super().__init__(
-            TextTimeConditioning(config.addition_time_embed_dim, config.flip_sin_to_cos, config.freq_shift),
-            fl.Linear(config.addition_embed_input_dim, width, device=device, dtype=dtype),
-            fl.SiLU(),
-            fl.Linear(width, width, device=device, dtype=dtype),
-        )
-
-
-class TimestepEncoder(fl.Passthrough):
-    """Computes the timestep embedding (with SDXL's added conditioning) into the context."""
-
-    def __init__(self, config: UNetConfig, device: Device = None, dtype: DType = None) -> None:
-        layers: list[torch.nn.Module] = [TimestepEmbedding(config, device, dtype)]
-        if config.addition_embed_type == "text_time":
-            layers.append(TextTimeEmbedding(config, device, dtype))
-        super().__init__(*layers, fl.SetContext(CONTEXT, "timestep_embedding"))
-
-
-# -- building blocks: resnets -----------------------------------------------------------------------
-
-
-class TimestepInjection(fl.Residual):
-    """Adds the projected timestep embedding to every pixel of each channel."""
-
-    def __init__(
-        self, time_embedding_dim: int, channels: int, device: Device = None, dtype: DType = None
-    ) -> None:
-        super().__init__(
-            fl.UseContext(CONTEXT, "timestep_embedding"),
-            fl.SiLU(),
-            fl.Linear(time_embedding_dim, channels, device=device, dtype=dtype),
-            fl.Reshape(channels, 1, 1),
-        )
-
-
-class ResnetBlock(fl.Sum):
-    """Two normalised, activated 3×3 convolutions with the timestep injected between, plus a shortcut.
-
-    The shortcut (a 1×1 convolution when the channels change) runs after the main path, as upstream's.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        config: UNetConfig,
-        device: Device = None,
-        dtype: DType = None,
-    ) -> None:
-        groups, eps = config.norm_groups, config.norm_eps
-        super().__init__(
-            fl.Chain(
-                fl.GroupNorm(groups, in_channels, eps=eps, device=device, dtype=dtype),
-                fl.SiLU(),
-                fl.Conv2d(in_channels, out_channels, 3, padding=1, device=device, dtype=dtype),
-                TimestepInjection(config.time_embedding_dim, out_channels, device, dtype),
-                fl.GroupNorm(groups, out_channels, eps=eps, device=device, dtype=dtype),
-                fl.SiLU(),
-                fl.Conv2d(out_channels, out_channels, 3, padding=1, device=device, dtype=dtype),
-            ),
-            fl.Conv2d(in_channels, out_channels, 1, device=device, dtype=dtype)
-            if in_channels != out_channels
-            else fl.Identity(),
-        )
-
-
-# -- building blocks: spatial transformers ----------------------------------------------------------
-
-
-class ImageToTokens(fl.ContextModule):
-    """(B, C, H, W) → (B, H·W, C); remembers (H, W) in the context for `TokensToImage`."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        self.use_context(CONTEXT)["image_size"] = (height, width)
-        return x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-
-
-class TokensToImage(fl.ContextModule):
-    """(B, H·W, C) → (B, C, H, W), with the (H, W) that `ImageToTokens` saw last."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = self.use_context(CONTEXT)["image_size"]
-        return x.reshape(x.shape[0], height, width, x.shape[2]).permute(0, 3, 1, 2).contiguous()
-
-
-class CrossAttention(fl.Attention):
-    """Attention of (B, L, C) tokens to the context's text embedding (bias-free q, k, v projections)."""
-
-    def __init__(
-        self, channels: int, text_dim: int, num_heads: int, device: Device = None, dtype: DType = None
-    ) -> None:
-        super().__init__(
-            channels,
-            num_heads=num_heads,
-            key_embedding_dim=text_dim,
-            value_embedding_dim=text_dim,
-            use_bias=False,
-            device=device,
-            dtype=dtype,
-        )
-        text = CONTEXT, "clip_text_embedding"
-        self.insert(0, fl.Parallel(fl.Identity(), fl.UseContext(*text), fl.UseContext(*text)))
-
-
-class SelfAttentionBlock(fl.Residual):
-    """Layer norm, then multi-head self-attention, added back."""
-
-    def __init__(
-        self, channels: int, config: UNetConfig, num_heads: int, device: Device, dtype: DType
-    ) -> None:
-        super().__init__(
-            fl.LayerNorm(channels, eps=config.layer_norm_eps, device=device, dtype=dtype),
-            fl.SelfAttention(channels, num_heads=num_heads, use_bias=False, device=device, dtype=dtype),
-        )
-
-
-class CrossAttentionBlock(fl.Residual):
-    """Layer norm, then cross-attention to the text embedding, added back."""
-
-    def __init__(
-        self, channels: int, config: UNetConfig, num_heads: int, device: Device, dtype: DType
-    ) -> None:
-        super().__init__(
-            fl.LayerNorm(channels, eps=config.layer_norm_eps, device=device, dtype=dtype),
-            CrossAttention(channels, config.cross_attention_dim, num_heads, device, dtype),
-        )
-
-
-class FeedForwardBlock(fl.Residual):
-    """Layer norm, then a GEGLU feed-forward, added back."""
-
-    def __init__(self, channels: int, config: UNetConfig, device: Device, dtype: DType) -> None:
-        hidden = channels * config.feedforward_multiplier
-        super().__init__(
-            fl.LayerNorm(channels, eps=config.layer_norm_eps, device=device, dtype=dtype),
-            fl.Linear(channels, 2 * hidden, device=device, dtype=dtype),
-            fl.GLU(fl.GeLU()),
-            fl.Linear(hidden, channels, device=device, dtype=dtype),
-        )
-
-
-class TransformerLayer(fl.Chain):
-    """Self-attention, cross-attention to the text, feed-forward: each pre-normalised and residual."""
-
-    def __init__(
-        self, channels: int, config: UNetConfig, num_heads: int, device: Device = None, dtype: DType = None
-    ) -> None:
-        super().__init__(
-            SelfAttentionBlock(channels, config, num_heads, device, dtype),
-            CrossAttentionBlock(channels, config, num_heads, device, dtype),
-            FeedForwardBlock(channels, config, device, dtype),
-        )
-
-
-class SpatialTransformer(fl.Residual):
-    """Transformer layers over the pixels of a feature map, conditioned on the text, added back.
-
-    Group norm, projection in, tokens, layers, projection out, image; the projections are Linear layers
-    on tokens or 1×1 convolutions on the image (`use_linear_projection`).
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        depth: int,
-        num_heads: int,
-        config: UNetConfig,
-        device: Device = None,
-        dtype: DType = None,
-    ) -> None:
-        def projection() -> torch.nn.Module:
-            if config.use_linear_projection:
-                return fl.Linear(channels, channels, device=device, dtype=dtype)
-            return fl.Conv2d(channels, channels, 1, device=device, dtype=dtype)
-
-        layers = [TransformerLayer(channels, config, num_heads, device, dtype) for _ in range(depth)]
-        if config.use_linear_projection:
-            inside = [ImageToTokens(), projection(), *layers, projection(), TokensToImage()]
-        else:
-            inside = [projection(), ImageToTokens(), *layers, TokensToImage(), projection()]
-        norm = fl.GroupNorm(
-            config.norm_groups, channels, eps=config.transformer_norm_eps, device=device, dtype=dtype
-        )
-        super().__init__(norm, *inside)
 
 
 # -- building blocks: down, middle, up --------------------------------------------------------------
