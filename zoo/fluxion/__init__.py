@@ -11,19 +11,8 @@ from zoo.fluxion.adapters.loha import Loha
 from zoo.fluxion.adapters.lokr import Lokr
 from zoo.fluxion.adapters.lora import Conv2dLora, LinearLora, Lora, LoraAdapter
 from zoo.fluxion.adapters.tucker import TuckerConv2dLora
-from zoo.fluxion.chain import (
-    Chain,
-    Concatenate,
-    Distribute,
-    Lambda,
-    Parallel,
-    Passthrough,
-    Residual,
-    SetContext,
-    Sum,
-    UseContext,
-    child_names,
-)
+from zoo.fluxion.chain import Chain, child_names
+from zoo.fluxion.combinators import Concatenate, Distribute, Parallel, Passthrough, Residual, Sum
 from zoo.fluxion.context import Context, ContextProvider, Contexts
 from zoo.fluxion.errors import (
     ChainAttributeError,
@@ -40,6 +29,7 @@ from zoo.fluxion.layers.basics import (
     GetArg,
     Identity,
     Interpolate,
+    Lambda,
     Multiply,
     Pad,
     Permute,
@@ -48,6 +38,7 @@ from zoo.fluxion.layers.basics import (
     Transpose,
     Unflatten,
 )
+from zoo.fluxion.layers.context_access import SetContext, UseContext
 from zoo.fluxion.layers.converter import Converter
 from zoo.fluxion.layers.sampling import Downsample, Upsample
 from zoo.fluxion.layers.weighted import Conv2d, Embedding, GroupNorm, LayerNorm, Linear, Parameter

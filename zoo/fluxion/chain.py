@@ -3,20 +3,17 @@
 A `Chain` runs its children one after the other, passing each one's output to the next. Its children
 are named from their class names (`Linear`, or `Linear_1`, `Linear_2` when there are several), so the
 keys of a model's `state_dict` follow from its structure alone and are stable across constructions.
-The other combinators (`Sum`, `Residual`, `Passthrough`, `Parallel`, `Distribute`, `Concatenate`)
-only change how children's inputs and outputs are combined.
+The other combinators (`Sum`, `Residual`, `Passthrough`, `Parallel`, `Distribute`, `Concatenate`, in
+`combinators.py`) only change how children's inputs and outputs are combined.
 """
 
 from __future__ import annotations
 
-import functools
-import operator
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast, overload
 
-import torch
 from torch import nn
 
 from zoo.fluxion.assignments import GuardedAssignments
@@ -417,178 +414,4 @@ def _as_predicate(predicate: type[nn.Module] | Predicate | None) -> Predicate:
     return predicate
 
 
-class Sum(Chain):
-    """Runs every child on the same inputs and adds their outputs.
-
-    Example:
-        >>> import torch, zoo.fluxion as fl
-        >>> fl.Sum(fl.Identity(), fl.Multiply(2.0))(torch.ones(2)).tolist()
-        [3.0, 3.0]
-    """
-
-    def forward(self, *args: Any) -> Any:
-        return functools.reduce(operator.add, self._outputs(*args))
-
-
-class Residual(Chain):
-    """A chain whose output is added to its first input.
-
-    Example:
-        >>> import torch, zoo.fluxion as fl
-        >>> fl.Residual(fl.Multiply(2.0))(torch.ones(2)).tolist()
-        [3.0, 3.0]
-    """
-
-    def forward(self, *args: Any) -> Any:
-        return args[0] + super().forward(*args)
-
-
-class Passthrough(Chain):
-    """Runs its children for their side effects (e.g. `SetContext`) and returns its inputs.
-
-    Example:
-        >>> import torch, zoo.fluxion as fl
-        >>> fl.Passthrough(fl.Multiply(2.0))(torch.ones(2)).tolist()
-        [1.0, 1.0]
-    """
-
-    def forward(self, *args: Any) -> Any:
-        super().forward(*args)
-        return args[0] if len(args) == 1 else args
-
-
-class Parallel(Chain):
-    """Runs every child on the same inputs; returns their outputs as a tuple.
-
-    Example:
-        >>> import torch, zoo.fluxion as fl
-        >>> [t.tolist() for t in fl.Parallel(fl.Identity(), fl.Multiply(3.0))(torch.ones(1))]
-        [[1.0], [3.0]]
-    """
-
-    def forward(self, *args: Any) -> Any:
-        return tuple(self._outputs(*args))
-
-
-class Distribute(Chain):
-    """Gives the i-th input to the i-th child; returns their outputs as a tuple.
-
-    Example:
-        >>> import torch, zoo.fluxion as fl
-        >>> [t.tolist() for t in fl.Distribute(fl.Multiply(2.0), fl.Multiply(3.0))(torch.ones(1), torch.ones(1))]
-        [[2.0], [3.0]]
-    """
-
-    def forward(self, *args: Any) -> Any:
-        if len(args) != len(self):
-            raise ValueError(f"Distribute has {len(self)} children but got {len(args)} inputs")
-        return tuple(
-            self.call_child(name, child, arg)
-            for (name, child), arg in zip(self.named_children(), args, strict=True)
-        )
-
-
-class Concatenate(Chain):
-    """Runs every child on the same inputs and concatenates their outputs along `dim`.
-
-    Example:
-        >>> import torch, zoo.fluxion as fl
-        >>> fl.Concatenate(fl.Identity(), fl.Identity(), dim=1)(torch.ones(2, 3)).shape
-        torch.Size([2, 6])
-    """
-
-    def __init__(self, *modules: nn.Module, dim: int = 0) -> None:
-        super().__init__(*modules)
-        self.dim = dim
-
-    def forward(self, *args: Any) -> Any:
-        return torch.cat(self._outputs(*args), dim=self.dim)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
-
-
-class Lambda(ContextModule):
-    """Wraps a function as a layer.
-
-    Example:
-        >>> import torch, zoo.fluxion as fl
-        >>> fl.Chain(fl.Lambda(torch.neg))(torch.ones(2)).tolist()
-        [-1.0, -1.0]
-    """
-
-    def __init__(self, func: Callable[..., Any]) -> None:
-        super().__init__()
-        self.func = func
-
-    def forward(self, *args: Any) -> Any:
-        return self.func(*args)
-
-    def extra_repr(self) -> str:
-        return getattr(self.func, "__qualname__", repr(self.func))
-
-
-class SetContext(ContextModule):
-    """Stores its first input in `context[key]` (or hands it to `callback`) and returns its inputs.
-
-    Example:
-        >>> import torch, zoo.fluxion as fl
-        >>> model = fl.Chain(fl.SetContext("demo", "x"), fl.Multiply(2.0), fl.UseContext("demo", "x"))
-        >>> model(torch.ones(1)).tolist()  # the value stored before the multiplication
-        [1.0]
-    """
-
-    def __init__(self, context: str, key: str, callback: Callable[[Any, Any], None] | None = None) -> None:
-        super().__init__()
-        self.context, self.key, self.callback = context, key, callback
-
-    def forward(self, *args: Any) -> Any:
-        values = self.use_context(self.context)
-        if self.callback is None:
-            values[self.key] = args[0]
-        else:
-            self.callback(values[self.key], args[0])
-        return args[0] if len(args) == 1 else args
-
-    def extra_repr(self) -> str:
-        return f"context={self.context!r}, key={self.key!r}"
-
-
-class UseContext(ContextModule):
-    """Returns `context[key]` of the running model, ignoring its inputs.
-
-    Example:
-        >>> import torch, zoo.fluxion as fl
-        >>> model = fl.Chain(fl.Sum(fl.Identity(), fl.UseContext("cond", "shift")))
-        >>> model.set_context("cond", {"shift": torch.tensor(5.0)})
-        >>> model(torch.zeros(1)).tolist()
-        [5.0]
-    """
-
-    def __init__(self, context: str, key: str) -> None:
-        super().__init__()
-        self.context, self.key = context, key
-
-    def forward(self, *args: Any) -> Any:
-        values = self.use_context(self.context)
-        if self.key not in values:
-            raise KeyError(f"context {self.context!r} has no {self.key!r}: set it before the forward")
-        return values[self.key]
-
-    def extra_repr(self) -> str:
-        return f"context={self.context!r}, key={self.key!r}"
-
-
-__all__ = [
-    "Chain",
-    "Concatenate",
-    "Distribute",
-    "Lambda",
-    "Parallel",
-    "Passthrough",
-    "Residual",
-    "SetContext",
-    "Sum",
-    "UseContext",
-    "child_names",
-]
+__all__ = ["Chain", "child_names"]

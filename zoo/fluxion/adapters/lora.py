@@ -16,7 +16,8 @@ from torch import nn
 
 from zoo.fluxion.adapters.adapter import Adapter
 from zoo.fluxion.adapters.delta import LayerDelta
-from zoo.fluxion.chain import Chain, Sum
+from zoo.fluxion.chain import Chain
+from zoo.fluxion.combinators import Sum
 from zoo.fluxion.errors import FluxionError, LoraNameError, LoraWeightsError
 from zoo.fluxion.layers.basics import Multiply
 from zoo.fluxion.layers.weighted import Conv2d, Device, DType, Linear

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from zoo.fluxion.chain import Chain, Distribute, Parallel
+from zoo.fluxion.chain import Chain
+from zoo.fluxion.combinators import Distribute, Parallel
 from zoo.fluxion.layers.basics import Identity
 from zoo.fluxion.layers.weighted import Device, DType, Linear
 from zoo.fluxion.module import ContextModule

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -247,12 +248,33 @@ class Pad(ContextModule):
         return f"padding={self.padding}, mode={self.mode!r}"
 
 
+class Lambda(ContextModule):
+    """Wraps a function as a layer.
+
+    Example:
+        >>> import torch, zoo.fluxion as fl
+        >>> fl.Chain(fl.Lambda(torch.neg))(torch.ones(2)).tolist()
+        [-1.0, -1.0]
+    """
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        super().__init__()
+        self.func = func
+
+    def forward(self, *args: Any) -> Any:
+        return self.func(*args)
+
+    def extra_repr(self) -> str:
+        return getattr(self.func, "__qualname__", repr(self.func))
+
+
 __all__ = [
     "Chunk",
     "Flatten",
     "GetArg",
     "Identity",
     "Interpolate",
+    "Lambda",
     "Multiply",
     "Pad",
     "Permute",
