@@ -100,19 +100,21 @@ def _op_of(layer: nn.Module) -> LayerOp | None:
 class LayerDelta(ContextModule):
     """A named change of one layer, scaled at run time: what a `LoraAdapter` adds to its layer.
 
-    Subclasses give `scale` and `delta_weight()` (and `delta_bias()` when they change the bias).
+    Subclasses give `delta_weight()` (and `delta_bias()` when they change the bias), and set `_scale`
+    in their constructor unless they keep the scale elsewhere (a `Lora` keeps it in its `Multiply`).
     """
 
     name: str
+    _scale: float
 
     @property
     def scale(self) -> float:
         """Multiplier of the change, settable at run time."""
-        raise NotImplementedError
+        return self._scale
 
     @scale.setter
     def scale(self, value: float) -> None:
-        raise NotImplementedError
+        self._scale = value
 
     def delta_weight(self) -> torch.Tensor:
         """What this change adds to its layer's weight, scale included (shaped like the weight)."""
@@ -133,14 +135,6 @@ class WeightDelta(LayerDelta):
     def __init__(self, name: str, op: LayerOp, scale: float) -> None:
         super().__init__()
         self.name, self.op, self._scale = name, op, scale
-
-    @property
-    def scale(self) -> float:
-        return self._scale
-
-    @scale.setter
-    def scale(self, value: float) -> None:
-        self._scale = value
 
     def unscaled_weight(self) -> torch.Tensor:
         raise NotImplementedError

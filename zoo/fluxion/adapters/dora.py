@@ -61,14 +61,6 @@ class Dora(Chain, LayerDelta):
         """The update whose change is renormalised."""
         return cast(LayerDelta, self[0])
 
-    @property
-    def scale(self) -> float:
-        return self._scale
-
-    @scale.setter
-    def scale(self, value: float) -> None:
-        self._scale = value
-
     def delta_weight(self) -> torch.Tensor:
         weight = self._layer_weight()
         exact = torch.promote_types(weight.dtype, torch.float32)
