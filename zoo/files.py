@@ -10,6 +10,7 @@ as a miss.
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -47,6 +48,17 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = False) -> Non
         fsync_folder(path.parent)
 
 
+def map_read_only(fd: int, offset: int, length: int) -> mmap.mmap:
+    """A read-only mapping of `length` bytes of an open file from `offset` (a multiple of
+    `mmap.ALLOCATIONGRANULARITY`), its pages read in at once where the system can (Linux's
+    MAP_POPULATE: one call instead of a fault per page). Read-only: populating a writable private
+    mapping would copy every page."""
+    if hasattr(mmap, "MAP_POPULATE"):
+        flags = mmap.MAP_PRIVATE | mmap.MAP_POPULATE
+        return mmap.mmap(fd, length, flags=flags, prot=mmap.PROT_READ, offset=offset)
+    return mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=offset)
+
+
 def fsync_folder(folder: Path) -> None:
     """Make a rename in `folder` durable. Windows cannot open a folder for fsync, nor needs to."""
     if os.name != "posix":
@@ -58,4 +70,4 @@ def fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-__all__ = ["fsync_folder", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["fsync_folder", "map_read_only", "write_bytes_atomic", "write_text_atomic"]

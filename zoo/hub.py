@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import mmap
 import os
 import re
 import socket
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from zoo.errors import HashMismatchError, HubError, ZooError
+from zoo.files import map_read_only
 
 HASH_WINDOW = 64 * 1024 * 1024  # a multiple of mmap.ALLOCATIONGRANULARITY on every system
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -86,16 +86,9 @@ def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
         for start in range(0, size, HASH_WINDOW):
             if stop is not None and stop.is_set():
                 raise InterruptedError(f"hashing {path} was stopped")
-            with _read_only_map(stream.fileno(), start, min(HASH_WINDOW, size - start)) as window:
+            with map_read_only(stream.fileno(), start, min(HASH_WINDOW, size - start)) as window:
                 digest.update(window)
     return digest.hexdigest()
-
-
-def _read_only_map(fd: int, start: int, length: int) -> mmap.mmap:
-    if hasattr(mmap, "MAP_POPULATE"):  # Linux: read the window's pages in one call
-        flags = mmap.MAP_SHARED | mmap.MAP_POPULATE
-        return mmap.mmap(fd, length, flags=flags, prot=mmap.PROT_READ, offset=start)
-    return mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=start)
 
 
 def cached_blob_sha256(path: Path) -> str | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from zoo.errors import FormatError
+from zoo.files import map_read_only
 
 # Pages a mapping has served stay resident: re-mapping after this many bytes bounds the reader's RSS
 # (tensors already handed out keep their own mapping alive). Measured on the 5.1 GB SDXL UNet with
@@ -54,13 +55,7 @@ class SourceFile:
 
     def _map(self, start: int, length: int) -> memoryview:
         aligned = start - start % mmap.ALLOCATIONGRANULARITY
-        size = start - aligned + length
-        # Read-only: populating a writable private mapping would copy every page.
-        if hasattr(mmap, "MAP_POPULATE"):  # Linux: read the pages in now, in one call
-            flags = mmap.MAP_PRIVATE | mmap.MAP_POPULATE
-            mapping = mmap.mmap(self.fd, size, flags=flags, prot=mmap.PROT_READ, offset=aligned)
-        else:
-            mapping = mmap.mmap(self.fd, size, access=mmap.ACCESS_READ, offset=aligned)
+        mapping = map_read_only(self.fd, aligned, start - aligned + length)
         return memoryview(mapping)[start - aligned :]
 
 
